@@ -1,0 +1,47 @@
+"""Mask helpers shared by the layers (private to the package).
+
+Masks are boolean, `True` meaning "real token" (padding masks, `(B, L)`) or
+"may attend" (attention masks, `(B, T, S)`).
+"""
+
+from keras import ops
+
+
+def get_keras_mask(x):
+    """The Keras mask attached to `x` by a masking layer, or `None`.
+
+    Keras stores it as the `_keras_mask` attribute of the tensor; Keras 3 has
+    no public accessor, and importing one from `keras.src` would break
+    between versions.
+    """
+    return getattr(x, "_keras_mask", None)
+
+
+def merge_masks(*masks):
+    """Logical AND of the masks that are not `None` (broadcasting), or None."""
+    merged = None
+    for mask in masks:
+        if mask is None:
+            continue
+        mask = ops.cast(mask, "bool")
+        merged = mask if merged is None else ops.logical_and(merged, mask)
+    return merged
+
+
+def check_mask_shape(mask, name, expected):
+    """Raises a ValueError if a mask's static shape contradicts `expected`.
+
+    `expected` is a tuple of ints or `None` (unknown); a mask axis of size 1
+    broadcasts and is accepted.
+    """
+    if mask is None:
+        return
+    shape = tuple(mask.shape)
+    if len(shape) != len(expected) or any(
+        got is not None and want is not None and got not in (1, want)
+        for got, want in zip(shape, expected)
+    ):
+        raise ValueError(
+            f"`{name}` must have shape {expected} (None: any size). "
+            f"Received: {name}.shape={shape}"
+        )

@@ -1,0 +1,163 @@
+"""Token embedding plus position embedding, keeping the padding mask.
+
+Shape legend: B batch, L sequence length, V vocabulary, D model width.
+"""
+
+import keras
+from keras import ops
+
+from keras_attn.layers.position_embedding import PositionEmbedding
+from keras_attn.layers.validation import positive_int
+from keras_attn.layers.sinusoidal_position_encoding import (
+    SinusoidalPositionEncoding,
+)
+
+POSITIONS = ("learned", "sinusoidal")
+
+
+@keras.saving.register_keras_serializable(package="keras_attn")
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """Sums a token embedding and a learned or sinusoidal position embedding.
+
+    With `position="learned"` the variables are those of keras-hub's
+    `TokenAndPositionEmbedding` (token `embeddings` `(V, D)`, then position
+    `embeddings` `(sequence_length, D)`), so its weights copy across. The
+    token embedding is a `keras.layers.ReversibleEmbedding`: call
+    `layer.token_embedding(hidden, reverse=True)` for tied output logits.
+
+    Masking: with `mask_zero=True`, token id 0 is padding; the output carries
+    the mask `inputs != 0` for downstream layers (no "destroys the mask"
+    warning, unlike keras-hub's layer, keras-team/keras#20455).
+
+    Args:
+        vocabulary_size: int. Number of token ids `V`.
+        sequence_length: int. Maximum sequence length (learned positions).
+        embedding_dim: int. Width `D`.
+        tie_weights: bool. Whether reverse projection reuses the token
+            embedding matrix. Defaults to `True`.
+        embeddings_initializer: initializer of the embeddings. Defaults to
+            `"uniform"`.
+        mask_zero: bool. Whether token id 0 is padding. Defaults to `False`.
+        position: `"learned"` or `"sinusoidal"`. Defaults to `"learned"`.
+
+    Call arguments:
+        inputs: int tensor `(B, L)` of token ids.
+        start_index: int or int tensor. Position of the first token (for
+            cached decoding). Defaults to `0`.
+
+    Returns:
+        A tensor `(B, L, D)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import keras_attn
+    layer = keras_attn.layers.TokenAndPositionEmbedding(
+        vocabulary_size=100, sequence_length=16, embedding_dim=8,
+        mask_zero=True)
+    ids = np.array([[5, 7, 0, 0]])
+    out = layer(ids)
+    assert out.shape == (1, 4, 8)
+    assert layer.compute_mask(ids).numpy().tolist() == [[True, True, False,
+                                                         False]]
+    ```
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        sequence_length,
+        embedding_dim,
+        tie_weights=True,
+        embeddings_initializer="uniform",
+        mask_zero=False,
+        position="learned",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        positive_int(vocabulary_size, "vocabulary_size")
+        positive_int(sequence_length, "sequence_length")
+        positive_int(embedding_dim, "embedding_dim")
+        if position not in POSITIONS:
+            raise ValueError(
+                "Received an invalid value for argument `position`, expected "
+                f"one of {POSITIONS}. Received: position={position!r}"
+            )
+        self.vocabulary_size = vocabulary_size
+        self.sequence_length = sequence_length
+        self.embedding_dim = embedding_dim
+        self.tie_weights = bool(tie_weights)
+        self.embeddings_initializer = keras.initializers.get(
+            embeddings_initializer
+        )
+        self.mask_zero = bool(mask_zero)
+        self.position = position
+        self.supports_masking = self.mask_zero
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            vocabulary_size,
+            embedding_dim,
+            tie_weights=tie_weights,
+            embeddings_initializer=self._clone_initializer(),
+            mask_zero=mask_zero,
+            dtype=self.dtype_policy,
+            name="token_embedding",
+        )
+        if position == "learned":
+            self.position_embedding = PositionEmbedding(
+                sequence_length,
+                initializer=self._clone_initializer(),
+                dtype=self.dtype_policy,
+                name="position_embedding",
+            )
+        else:
+            self.position_embedding = SinusoidalPositionEncoding(
+                dtype=self.dtype_policy, name="position_embedding"
+            )
+
+    def _clone_initializer(self):
+        init = self.embeddings_initializer
+        return init.__class__.from_config(init.get_config())
+
+    def build(self, inputs_shape):
+        inputs_shape = tuple(inputs_shape)
+        self.token_embedding.build(inputs_shape)
+        self.position_embedding.build(inputs_shape + (self.embedding_dim,))
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        if not keras.backend.is_int_dtype(
+            keras.backend.standardize_dtype(inputs.dtype)
+        ):
+            raise TypeError(
+                "`inputs` must be integer token ids. Received: "
+                f"inputs.dtype={inputs.dtype}"
+            )
+        tokens = self.token_embedding(inputs)  # (B, L, D)
+        positions = self.position_embedding(tokens, start_index=start_index)
+        return tokens + positions
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, inputs_shape):
+        return tuple(inputs_shape) + (self.embedding_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "sequence_length": self.sequence_length,
+                "embedding_dim": self.embedding_dim,
+                "tie_weights": self.tie_weights,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
+                "mask_zero": self.mask_zero,
+                "position": self.position,
+            }
+        )
+        return config

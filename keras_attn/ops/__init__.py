@@ -1,0 +1,11 @@
+"""Pure functions on tensors: the attention math and its masks."""
+
+from keras_attn.ops.attention import causal_mask
+from keras_attn.ops.attention import scaled_dot_product_attention
+from keras_attn.ops.attention import select_implementation
+
+__all__ = [
+    "causal_mask",
+    "scaled_dot_product_attention",
+    "select_implementation",
+]

@@ -1,0 +1,307 @@
+"""Scaled dot-product attention as a pure function on tensors.
+
+Shape legend, used in every shape comment of the package:
+    B batch, T query length, S key length, N query heads,
+    K key/value heads (N is a multiple of K; K < N is grouped-query
+    attention), H query/key head size, V value head size, D model width.
+
+Masks are boolean, `True` meaning "may attend", and broadcast to
+`(B, N, T, S)`. Everything here uses `keras.ops` so it runs on every Keras
+backend.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+# A finite fill for masked logits: softmax gives them weight exp(-1e9) == 0,
+# and unlike -inf it keeps gradients finite when a whole row is masked.
+_MASKED_LOGIT = -1e9
+
+IMPLEMENTATIONS = ("fused", "explicit")
+
+
+def causal_mask(query_length, key_length, offset=None):
+    """Boolean causal mask of shape `(T, S)`, aligned bottom-right.
+
+    Query `i` sits at absolute position `offset + i` and may attend to every
+    key `j <= offset + i`. The default `offset = S - T` aligns the last query
+    with the last key, which is what cached decoding needs: a query at the end
+    of a cache sees every earlier key. For `T == S` this is the usual lower
+    triangle.
+
+    Args:
+        query_length: int or scalar tensor. `T`.
+        key_length: int or scalar tensor. `S`.
+        offset: int, scalar tensor or `None`. Absolute position of the first
+            query. Defaults to `key_length - query_length`.
+
+    Returns:
+        A boolean tensor of shape `(query_length, key_length)`.
+    """
+    if offset is None:
+        offset = key_length - query_length
+    rows = ops.arange(query_length, dtype="int32") + ops.cast(offset, "int32")
+    cols = ops.arange(key_length, dtype="int32")
+    return ops.expand_dims(rows, 1) >= ops.expand_dims(cols, 0)  # (T, S)
+
+
+def _static_dim(x, axis):
+    dim = x.shape[axis]
+    return None if dim is None else int(dim)
+
+
+def _validate_inputs(query, key, value):
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if len(x.shape) != 4:
+            raise ValueError(
+                f"`{name}` must have rank 4, shaped (batch, length, heads, "
+                f"head_dim). Received: {name}.shape={tuple(x.shape)}"
+            )
+    q_dim, k_dim = _static_dim(query, -1), _static_dim(key, -1)
+    if q_dim is not None and k_dim is not None and q_dim != k_dim:
+        raise ValueError(
+            "The last dimension of `query` and `key` must be equal. Received: "
+            f"query.shape={tuple(query.shape)}, key.shape={tuple(key.shape)}"
+        )
+    for axis, what in ((0, "batch"), (1, "length"), (2, "heads")):
+        k_d, v_d = _static_dim(key, axis), _static_dim(value, axis)
+        if k_d is not None and v_d is not None and k_d != v_d:
+            raise ValueError(
+                f"`key` and `value` must have the same {what} dimension. "
+                f"Received: key.shape={tuple(key.shape)}, "
+                f"value.shape={tuple(value.shape)}"
+            )
+    n, k = _static_dim(query, 2), _static_dim(key, 2)
+    if n is not None and k is not None and n % k != 0:
+        raise ValueError(
+            "The number of query heads must be a multiple of the number of "
+            f"key/value heads. Received: query heads={n}, key/value heads={k}"
+        )
+
+
+def _as_rank4_mask(mask, name, query_length, key_length):
+    """Casts a mask to bool and gives it rank 4, broadcastable to (B,N,T,S)."""
+    mask = ops.convert_to_tensor(mask)
+    rank = len(mask.shape)
+    if rank == 2:  # (T, S)
+        mask = mask[None, None, :, :]
+    elif rank == 3:  # (B, T, S)
+        mask = mask[:, None, :, :]
+    elif rank != 4:
+        raise ValueError(
+            f"`{name}` must have rank 2 (T, S), 3 (B, T, S) or 4 (B, N, T, S)."
+            f" Received: {name}.shape={tuple(mask.shape)}"
+        )
+    for got, want, what in (
+        (mask.shape[-2], query_length, "query length"),
+        (mask.shape[-1], key_length, "key length"),
+    ):
+        if got is not None and isinstance(want, int) and got not in (1, want):
+            raise ValueError(
+                f"The last two axes of `{name}` must be (query length, key "
+                f"length) = ({query_length}, {key_length}), or 1 to broadcast;"
+                f" the {what} does not match. "
+                f"Received: {name}.shape={tuple(mask.shape)}"
+            )
+    if mask.dtype != "bool":
+        mask = ops.not_equal(mask, 0)
+    return mask
+
+
+def select_implementation(
+    dtype,
+    return_weights=False,
+    dropout_rate=0.0,
+    training=None,
+    implementation=None,
+):
+    """Which attention path `scaled_dot_product_attention` takes.
+
+    The fused path, `keras.ops.dot_product_attention`, runs cuDNN/flash
+    kernels on GPU and fused kernels on TPU. It cannot return the weights or
+    apply dropout to them, and for float16 inputs some backends compute the
+    logits in float16, where they overflow, so those cases take the explicit
+    path, which computes logits and softmax in float32.
+
+    Args:
+        dtype: the compute dtype of the query.
+        return_weights: bool. Whether the weights are requested.
+        dropout_rate: float. Dropout on the attention weights.
+        training: bool or `None`. Dropout applies only when truthy.
+        implementation: `None`, `"fused"` or `"explicit"`. Forces a path;
+            `"fused"` raises if the fused path cannot honour the request.
+
+    Returns:
+        `"fused"` or `"explicit"`.
+    """
+    if implementation not in (None,) + IMPLEMENTATIONS:
+        raise ValueError(
+            "Received an invalid value for argument `implementation`, "
+            f"expected one of None, 'fused', 'explicit'. "
+            f"Received: implementation={implementation!r}"
+        )
+    reasons = []
+    if return_weights:
+        reasons.append("return_weights=True")
+    if dropout_rate > 0.0 and training:
+        reasons.append("dropout in training")
+    if keras.backend.standardize_dtype(dtype) == "float16":
+        reasons.append("float16 logits could overflow")
+    if implementation == "fused" and reasons:
+        raise ValueError(
+            "`implementation='fused'` cannot be used here: "
+            + ", ".join(reasons)
+        )
+    if implementation is not None:
+        return implementation
+    return "explicit" if reasons else "fused"
+
+
+def scaled_dot_product_attention(
+    query,
+    key,
+    value,
+    mask=None,
+    bias=None,
+    is_causal=False,
+    scale=None,
+    dropout_rate=0.0,
+    training=None,
+    seed=None,
+    return_weights=False,
+    implementation=None,
+):
+    """softmax(Q K^T / sqrt(d_k)) V, exactly as the textbook writes it.
+
+    `key` and `value` may have fewer heads than `query` (grouped-query
+    attention, or multi-query with one head): query head `n` uses key/value
+    head `n // (N // K)`.
+
+    Masking: `mask` is boolean, `True` where a query may attend to a key,
+    broadcastable to `(B, N, T, S)`; rank 2 `(T, S)` and rank 3 `(B, T, S)`
+    masks are accepted too. `is_causal=True` adds a causal mask aligned
+    bottom-right when `T < S`, so the last query sees every key (the layout of
+    cached decoding). A query row with no key to attend to returns zeros (and
+    finite gradients), never NaN.
+
+    Numerics: whatever the compute dtype, the explicit path multiplies the
+    query by the scale and computes logits and softmax in float32, so float16
+    inputs cannot overflow. Weights and output come back in the input dtype.
+
+    Args:
+        query: tensor of shape `(B, T, N, H)`.
+        key: tensor of shape `(B, S, K, H)`.
+        value: tensor of shape `(B, S, K, V)`.
+        mask: optional boolean tensor broadcastable to `(B, N, T, S)`.
+        bias: optional additive float tensor broadcastable to `(B, N, T, S)`.
+        is_causal: bool. Whether to apply a causal mask. Defaults to `False`.
+        scale: float or `None`. Multiplies the logits. Defaults to
+            `1 / sqrt(H)`.
+        dropout_rate: float in `[0, 1)`. Dropout on the attention weights,
+            applied when `training` is truthy. Defaults to `0.0`.
+        training: bool or `None`. Defaults to `None` (inference).
+        seed: int, `keras.random.SeedGenerator` or `None`, for the dropout.
+        return_weights: bool. Also return the attention weights.
+            Defaults to `False`.
+        implementation: `None` (choose), `"fused"` or `"explicit"`; see
+            `select_implementation`.
+
+    Returns:
+        The output of shape `(B, T, N, V)`; with `return_weights=True`, the
+        tuple `(output, weights)` with weights of shape `(B, N, T, S)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_attn.ops import scaled_dot_product_attention
+    q = np.random.rand(2, 4, 8, 16).astype("float32")  # (B, T, N, H)
+    k = v = np.random.rand(2, 6, 8, 16).astype("float32")  # (B, S, N, H)
+    out, w = scaled_dot_product_attention(q, k, v, is_causal=True,
+                                          return_weights=True)
+    assert out.shape == (2, 4, 8, 16) and w.shape == (2, 8, 4, 6)
+    ```
+
+    References:
+        Vaswani et al., "Attention Is All You Need", 2017.
+        https://arxiv.org/abs/1706.03762
+    """
+    query = ops.convert_to_tensor(query)
+    key = ops.convert_to_tensor(key)
+    value = ops.convert_to_tensor(value)
+    _validate_inputs(query, key, value)
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(
+            "Received an invalid value for argument `dropout_rate`, expected "
+            f"a float in [0, 1). Received: dropout_rate={dropout_rate}"
+        )
+    head_dim = _static_dim(query, -1)
+    if scale is None:
+        if head_dim is None:
+            raise ValueError(
+                "`scale` must be given when the head size of `query` is not "
+                f"known statically. Received: query.shape={query.shape}"
+            )
+        scale = 1.0 / math.sqrt(head_dim)
+    compute_dtype = query.dtype
+    batch, query_length, num_heads = ops.shape(query)[:3]
+    key_length, num_kv_heads = ops.shape(key)[1:3]
+
+    if mask is not None:
+        mask = _as_rank4_mask(mask, "mask", query_length, key_length)
+    if is_causal:
+        causal = causal_mask(query_length, key_length)[None, None]
+        mask = causal if mask is None else ops.logical_and(mask, causal)
+
+    path = select_implementation(
+        compute_dtype, return_weights, dropout_rate, training, implementation
+    )
+    if path == "fused":
+        output = ops.dot_product_attention(
+            query, key, value, bias=bias, mask=mask, scale=scale
+        )  # (B, T, N, V)
+        if mask is not None:
+            has_key = ops.any(mask, axis=-1)  # (B|1, N|1, T)
+            has_key = ops.transpose(has_key, (0, 2, 1))[..., None]
+            output = ops.where(has_key, output, ops.zeros_like(output))
+        return output
+
+    # Explicit path. Heads are grouped as N = K * G so grouped-query attention
+    # needs no copies of the keys and values.
+    groups = num_heads // num_kv_heads
+    q = ops.cast(query, "float32") * ops.cast(scale, "float32")
+    q = ops.reshape(
+        q, (batch, query_length, num_kv_heads, groups, -1)
+    )  # (B, T, K, G, H)
+    k = ops.cast(key, "float32")  # (B, S, K, H)
+    logits = ops.einsum("btkgh,bskh->bkgts", q, k)  # (B, K, G, T, S)
+    logits = ops.reshape(
+        logits, (batch, num_heads, query_length, key_length)
+    )  # (B, N, T, S)
+    if bias is not None:
+        logits = logits + ops.cast(bias, "float32")
+    if mask is not None:
+        logits = ops.where(mask, logits, _MASKED_LOGIT)
+    weights = ops.softmax(logits, axis=-1)  # (B, N, T, S)
+    if mask is not None:
+        # A fully masked row would otherwise get uniform weights.
+        has_key = ops.any(mask, axis=-1, keepdims=True)  # (B|1, N|1, T, 1)
+        weights = ops.where(has_key, weights, ops.zeros_like(weights))
+    weights = ops.cast(weights, compute_dtype)
+    attended = weights
+    if dropout_rate > 0.0 and training:
+        attended = keras.random.dropout(weights, dropout_rate, seed=seed)
+    attended = ops.reshape(
+        attended, (batch, num_kv_heads, groups, query_length, key_length)
+    )  # (B, K, G, T, S)
+    output = ops.einsum(
+        "bkgts,bskv->btkgv", attended, ops.cast(value, compute_dtype)
+    )  # (B, T, K, G, V)
+    output = ops.reshape(
+        output, (batch, query_length, num_heads, -1)
+    )  # (B, T, N, V)
+    if return_weights:
+        return output, weights
+    return output
