@@ -11,6 +11,7 @@ backend.
 """
 
 import math
+import warnings
 
 import keras
 from keras import ops
@@ -259,6 +260,14 @@ def scaled_dot_product_attention(
         compute_dtype, return_weights, dropout_rate, training, implementation
     )
     if path == "fused":
+        if keras.backend.backend() == "tensorflow" and (
+            _static_dim(key, 2) == 1 and _static_dim(query, 2) != 1
+        ):
+            # Keras 3.15's TensorFlow `dot_product_attention` repeats
+            # key/value heads only when K > 1, and its einsum cannot
+            # broadcast K == 1 (multi-query): repeat here.
+            key = ops.repeat(key, _static_dim(query, 2), axis=2)
+            value = ops.repeat(value, _static_dim(query, 2), axis=2)
         output = ops.dot_product_attention(
             query, key, value, bias=bias, mask=mask, scale=scale
         )  # (B, T, N, V)
@@ -284,7 +293,10 @@ def scaled_dot_product_attention(
         logits = logits + ops.cast(bias, "float32")
     if mask is not None:
         logits = ops.where(mask, logits, _MASKED_LOGIT)
-    weights = ops.softmax(logits, axis=-1)  # (B, N, T, S)
+    with warnings.catch_warnings():
+        # A single key (S == 1) is a valid attention, not a misused softmax.
+        warnings.filterwarnings("ignore", message=".*softmax over axis")
+        weights = ops.softmax(logits, axis=-1)  # (B, N, T, S)
     if mask is not None:
         # A fully masked row would otherwise get uniform weights.
         has_key = ops.any(mask, axis=-1, keepdims=True)  # (B|1, N|1, T, 1)
