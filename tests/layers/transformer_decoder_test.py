@@ -1,0 +1,133 @@
+"""TransformerDecoder against keras_hub.layers.TransformerDecoder with the
+same weights; causality and cached decoding."""
+
+import keras_hub
+import numpy as np
+import pytest
+
+from keras_attn.layers import TransformerDecoder
+from tests.test_case import assert_allclose
+from tests.test_case import run_layer_test
+from tests.test_case import to_numpy
+
+
+def _x(*shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def test_layer_behaviors_decoder_only(tmp_path):
+    run_layer_test(
+        TransformerDecoder,
+        dict(intermediate_dim=16, num_heads=2),
+        dict(decoder_sequence=_x(2, 5, 8)),
+        expected_output_shapes=[(2, 5, 8)],
+        expected_num_trainable_weights=16,
+        tmp_path=tmp_path,
+    )
+
+
+def test_layer_behaviors_with_cross_attention(tmp_path):
+    run_layer_test(
+        TransformerDecoder,
+        dict(intermediate_dim=16, num_heads=4, num_key_value_heads=1,
+             rotary_max_wavelength=1000, normalize_first=True, dropout=0.1),
+        dict(decoder_sequence=_x(2, 5, 8), encoder_sequence=_x(2, 7, 8, seed=1),
+             encoder_padding_mask=np.array([[1] * 7, [1] * 3 + [0] * 4],
+                                           bool)),
+        call_kwargs=dict(return_attention_scores=True),
+        expected_output_shapes=[(2, 5, 8), (2, 4, 5, 7), (2, 4, 5, 5)],
+        expected_num_trainable_weights=26,
+        tmp_path=tmp_path,
+    )
+
+
+def _copy_from_keras_hub(normalize_first, cross):
+    kwargs = dict(intermediate_dim=32, num_heads=4,
+                  normalize_first=normalize_first)
+    ours = TransformerDecoder(**kwargs)
+    theirs = keras_hub.layers.TransformerDecoder(**kwargs)
+    x, enc = _x(2, 5, 16), _x(2, 7, 16, seed=1)
+    args = (x, enc) if cross else (x,)
+    ours(*args)
+    theirs(*args)
+    assert [w.path.split("/", 1)[1] for w in ours.weights] == [
+        w.path.split("/", 1)[1] for w in theirs.weights
+    ]
+    ours.set_weights(theirs.get_weights())
+    return ours, theirs, args
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+@pytest.mark.parametrize("cross", [False, True])
+def test_same_weights_same_outputs_as_keras_hub(normalize_first, cross):
+    ours, theirs, args = _copy_from_keras_hub(normalize_first, cross)
+    assert_allclose(ours(*args), theirs(*args), atol=1e-5)
+    pad = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    kwargs = dict(decoder_padding_mask=pad)
+    if cross:
+        kwargs["encoder_padding_mask"] = np.array(
+            [[1] * 7, [1] * 4 + [0] * 3], bool)
+    out = to_numpy(ours(*args, **kwargs))
+    ref = to_numpy(theirs(*args, **kwargs))
+    assert_allclose(out[pad], ref[pad], atol=1e-5)
+
+
+def test_changing_tokens_after_t_leaves_outputs_up_to_t_unchanged():
+    decoder = TransformerDecoder(intermediate_dim=16, num_heads=2)
+    x = _x(2, 6, 8)
+    y = x.copy()
+    y[:, 4:] = _x(2, 2, 8, seed=5)
+    a, b = to_numpy(decoder(x)), to_numpy(decoder(y))
+    assert_allclose(a[:, :4], b[:, :4], atol=1e-6)
+    assert not np.allclose(a[:, 4:], b[:, 4:])
+
+
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("rotary", [None, 10000])
+def test_cached_decoding_equals_full_pass(cross, rotary):
+    decoder = TransformerDecoder(intermediate_dim=16, num_heads=4,
+                                 num_key_value_heads=2,
+                                 rotary_max_wavelength=rotary)
+    x, enc = _x(2, 6, 8), _x(2, 4, 8, seed=1)
+    args = (enc,) if cross else ()
+    full = to_numpy(decoder(x, *args))
+    self_cache = np.zeros((2, 2, 8, 2, 2), "float32")  # (B, 2, S, K, H)
+    kwargs = {}
+    if cross:
+        attention = decoder._cross_attention_layer
+        kwargs["cross_attention_cache"] = np.stack(
+            [to_numpy(attention.key_dense(enc)),
+             to_numpy(attention.value_dense(enc))], axis=1)
+    outs = []
+    for i in range(6):
+        out, self_cache, *rest = decoder(
+            x[:, i:i + 1], *args, self_attention_cache=self_cache,
+            self_attention_cache_update_index=i, **kwargs)
+        outs.append(to_numpy(out))
+    assert_allclose(np.concatenate(outs, 1), full, atol=1e-5)
+
+
+def test_scores_dict_on_cached_path():
+    decoder = TransformerDecoder(intermediate_dim=16, num_heads=2)
+    x = _x(1, 3, 8)
+    cache = np.zeros((1, 2, 4, 2, 4), "float32")
+    out, scores, cache = decoder(
+        x, self_attention_cache=cache, self_attention_cache_update_index=0,
+        return_attention_scores=True)
+    weights = to_numpy(scores["self_attention"])
+    assert weights.shape == (1, 2, 3, 4)
+    assert_allclose(weights.sum(-1), np.ones((1, 2, 3)), atol=1e-6)
+    assert_allclose(weights[..., 3], 0.0, atol=0)  # causal: unwritten slot
+
+
+def test_bad_call_arguments():
+    decoder = TransformerDecoder(16, 2)
+    decoder(_x(1, 3, 8))
+    with pytest.raises(ValueError, match="without cross-attention"):
+        decoder(_x(1, 3, 8), _x(1, 4, 8))
+    cross = TransformerDecoder(16, 2)
+    cross(_x(1, 3, 8), _x(1, 4, 8))
+    with pytest.raises(ValueError, match="both be given"):
+        cross(_x(1, 3, 8), _x(1, 4, 8),
+              self_attention_cache=np.zeros((1, 2, 4, 2, 4), "float32"),
+              self_attention_cache_update_index=0)
