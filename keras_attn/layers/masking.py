@@ -6,6 +6,8 @@ Masks are boolean, `True` meaning "real token" (padding masks, `(B, L)`) or
 
 from keras import ops
 
+from keras_attn.ops.attention import static_size
+
 
 def get_keras_mask(x):
     """The Keras mask attached to `x` by a masking layer, or `None`.
@@ -36,7 +38,8 @@ def check_mask_shape(mask, name, expected):
     """
     if mask is None:
         return
-    shape = tuple(mask.shape)
+    shape = tuple(static_size(d) for d in mask.shape)
+    expected = tuple(static_size(d) for d in expected)
     if len(shape) != len(expected) or any(
         got is not None and want is not None and got not in (1, want)
         for got, want in zip(shape, expected)

@@ -344,7 +344,12 @@ class MultiHeadAttention(keras.layers.Layer):
         )  # (B, T, S)
 
         self.last_attention_path = select_implementation(
-            q.dtype, return_attention_scores, self.dropout, training
+            q.dtype,
+            return_attention_scores,
+            self.dropout,
+            training,
+            key_head_dim=self.key_dim,
+            value_head_dim=self._value_dim,
         )
         attended = scaled_dot_product_attention(
             q,

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_attn.layers.validation import positive_int
+from keras_attn.ops.attention import static_size
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -65,7 +66,7 @@ class PositionEmbedding(keras.layers.Layer):
     def call(self, inputs, start_index=0):
         shape = ops.shape(inputs)
         length = shape[-2]
-        static_length = inputs.shape[-2]
+        static_length = static_size(inputs.shape[-2])
         if static_length is not None and static_length > self.sequence_length:
             raise ValueError(
                 f"The input length {static_length} exceeds `sequence_length`="

@@ -80,7 +80,12 @@ class ScaledDotProductAttention(keras.layers.Layer):
         training=None,
     ):
         self.last_attention_path = select_implementation(
-            query.dtype, return_weights, self.dropout, training
+            query.dtype,
+            return_weights,
+            self.dropout,
+            training,
+            key_head_dim=query.shape[-1],
+            value_head_dim=value.shape[-1],
         )
         return scaled_dot_product_attention(
             query,

@@ -14,6 +14,7 @@ import math
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 # A finite fill for masked logits: softmax gives them weight exp(-1e9) == 0,
@@ -48,9 +49,14 @@ def causal_mask(query_length, key_length, offset=None):
     return ops.expand_dims(rows, 1) >= ops.expand_dims(cols, 0)  # (T, S)
 
 
+def static_size(dim):
+    """A dimension as a Python int, or None if unknown at trace time (None,
+    or a symbolic size such as JAX's shape-polymorphic batch)."""
+    return int(dim) if isinstance(dim, (int, np.integer)) else None
+
+
 def _static_dim(x, axis):
-    dim = x.shape[axis]
-    return None if dim is None else int(dim)
+    return static_size(x.shape[axis])
 
 
 def _validate_inputs(query, key, value):
@@ -96,10 +102,11 @@ def _as_rank4_mask(mask, name, query_length, key_length):
             f" Received: {name}.shape={tuple(mask.shape)}"
         )
     for got, want, what in (
-        (mask.shape[-2], query_length, "query length"),
-        (mask.shape[-1], key_length, "key length"),
+        (static_size(mask.shape[-2]), static_size(query_length),
+         "query length"),
+        (static_size(mask.shape[-1]), static_size(key_length), "key length"),
     ):
-        if got is not None and isinstance(want, int) and got not in (1, want):
+        if got is not None and want is not None and got not in (1, want):
             raise ValueError(
                 f"The last two axes of `{name}` must be (query length, key "
                 f"length) = ({query_length}, {key_length}), or 1 to broadcast;"
@@ -117,6 +124,8 @@ def select_implementation(
     dropout_rate=0.0,
     training=None,
     implementation=None,
+    key_head_dim=None,
+    value_head_dim=None,
 ):
     """Which attention path `scaled_dot_product_attention` takes.
 
@@ -133,6 +142,8 @@ def select_implementation(
         training: bool or `None`. Dropout applies only when truthy.
         implementation: `None`, `"fused"` or `"explicit"`. Forces a path;
             `"fused"` raises if the fused path cannot honour the request.
+        key_head_dim, value_head_dim: int or `None`. Head sizes `H` and `V`;
+            Keras's fused op on JAX needs them equal.
 
     Returns:
         `"fused"` or `"explicit"`.
@@ -150,6 +161,10 @@ def select_implementation(
         reasons.append("dropout in training")
     if keras.backend.standardize_dtype(dtype) == "float16":
         reasons.append("float16 logits could overflow")
+    if None not in (key_head_dim, value_head_dim) and (
+        key_head_dim != value_head_dim
+    ):
+        reasons.append("value head size differs from key head size")
     if implementation == "fused" and reasons:
         raise ValueError(
             "`implementation='fused'` cannot be used here: "
@@ -257,7 +272,13 @@ def scaled_dot_product_attention(
         mask = causal if mask is None else ops.logical_and(mask, causal)
 
     path = select_implementation(
-        compute_dtype, return_weights, dropout_rate, training, implementation
+        compute_dtype,
+        return_weights,
+        dropout_rate,
+        training,
+        implementation,
+        key_head_dim=head_dim,
+        value_head_dim=_static_dim(value, -1),
     )
     if path == "fused":
         if keras.backend.backend() == "tensorflow" and (

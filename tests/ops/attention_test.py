@@ -29,7 +29,7 @@ def _qkv(rng, b, t, s, n, k, h, v=None, scale=1.0):
 @pytest.mark.parametrize("causal", [False, True])
 def test_matches_numpy_float64(implementation, causal):
     rng = np.random.default_rng(0)
-    q, k, v = _qkv(rng, 2, 5, 7, 4, 4, 8, v=6)
+    q, k, v = _qkv(rng, 2, 5, 7, 4, 4, 8)
     mask = rng.random((2, 5, 7)) > 0.3
     out = scaled_dot_product_attention(
         q, k, v, mask=mask, is_causal=causal, implementation=implementation
@@ -73,6 +73,15 @@ def test_random_shapes_both_paths_agree_with_reference(
     assert_allclose(explicit, ref, atol=1e-5)
     assert_allclose(weights, ref_w, atol=1e-5)
     assert_allclose(fused, explicit, atol=1e-5)
+
+
+def test_value_head_size_may_differ_from_key_head_size():
+    rng = np.random.default_rng(5)
+    q, k, v = _qkv(rng, 2, 3, 4, 2, 2, 8, v=5)
+    out = scaled_dot_product_attention(q, k, v)
+    assert_allclose(out, references.attention(q, k, v)[0], atol=1e-5)
+    assert select_implementation("float32", key_head_dim=8,
+                                 value_head_dim=5) == "explicit"
 
 
 def test_textbook_formula_single_head():
