@@ -6,9 +6,9 @@ V value head size.
 
 import keras
 
-from keras_attn.ops.attention import scaled_dot_product_attention
 from keras_attn.layers.validation import positive_number
 from keras_attn.layers.validation import rate
+from keras_attn.ops.attention import scaled_dot_product_attention
 from keras_attn.ops.attention import select_implementation
 
 

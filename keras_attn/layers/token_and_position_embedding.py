@@ -7,10 +7,10 @@ import keras
 from keras import ops
 
 from keras_attn.layers.position_embedding import PositionEmbedding
-from keras_attn.layers.validation import positive_int
 from keras_attn.layers.sinusoidal_position_encoding import (
     SinusoidalPositionEncoding,
 )
+from keras_attn.layers.validation import positive_int
 
 POSITIONS = ("learned", "sinusoidal")
 
