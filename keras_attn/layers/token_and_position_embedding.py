@@ -23,7 +23,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     `TokenAndPositionEmbedding` (token `embeddings` `(V, D)`, then position
     `embeddings` `(sequence_length, D)`), so its weights copy across. The
     token embedding is a `keras.layers.ReversibleEmbedding`: call
-    `layer.token_embedding(hidden, reverse=True)` for tied output logits.
+    `layer(hidden, reverse=True)` for tied output logits.
 
     Masking: with `mask_zero=True`, token id 0 is padding; the output carries
     the mask `inputs != 0` for downstream layers (no "destroys the mask"
@@ -44,9 +44,12 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         inputs: int tensor `(B, L)` of token ids.
         start_index: int or int tensor. Position of the first token (for
             cached decoding). Defaults to `0`.
+        reverse: bool. If True, `inputs` are hidden states `(B, L, D)` and
+            the call returns token logits `(B, L, V)` through the (tied or
+            separate) reverse projection. Defaults to `False`.
 
     Returns:
-        A tensor `(B, L, D)`.
+        A tensor `(B, L, D)`, or `(B, L, V)` logits with `reverse=True`.
 
     Example:
 
@@ -125,7 +128,10 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.position_embedding.build(inputs_shape + (self.embedding_dim,))
         self.built = True
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, reverse=False):
+        if reverse:
+            # (B, L, D) hidden states -> (B, L, V) logits, for tied outputs.
+            return self.token_embedding(inputs, reverse=True)
         if not keras.backend.is_int_dtype(
             keras.backend.standardize_dtype(inputs.dtype)
         ):
@@ -138,6 +144,10 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         return tokens + positions
 
     def compute_mask(self, inputs, mask=None):
+        if keras.backend.is_float_dtype(
+            keras.backend.standardize_dtype(inputs.dtype)
+        ):
+            return mask  # reverse call: logits keep the hidden states' mask
         if not self.mask_zero:
             return None
         return ops.not_equal(inputs, 0)

@@ -7,6 +7,7 @@ heads, H head size.
 """
 
 import keras
+from keras import ops
 
 from keras_attn.layers.masking import get_keras_mask
 from keras_attn.layers.masking import merge_masks
@@ -114,6 +115,30 @@ class TransformerDecoder(TransformerBlock):
             "feedforward_layer_norm", shape
         )
         self.built = True
+
+    def compute_cross_attention_cache(self, encoder_sequence):
+        """Projects the encoder outputs once into the cross-attention cache.
+
+        Args:
+            encoder_sequence: tensor `(B, E, D_enc)`.
+
+        Returns:
+            The `cross_attention_cache` `(B, 2, E, K, H)`: keys at index 0,
+            values at index 1.
+        """
+        if self._cross_attention_layer is None:
+            raise ValueError(
+                "This TransformerDecoder has no cross-attention (it was "
+                "built without an encoder_sequence)."
+            )
+        attention = self._cross_attention_layer
+        return ops.stack(
+            [
+                attention.key_dense(encoder_sequence),  # (B, E, K, H)
+                attention.value_dense(encoder_sequence),  # (B, E, K, H)
+            ],
+            axis=1,
+        )
 
     def _check_call(self, encoder_sequence, self_cache, cross_cache):
         has_cross = self._cross_attention_layer is not None

@@ -45,6 +45,15 @@ def test_same_weights_same_outputs_as_keras_hub(tie_weights):
                     theirs(IDS[:, :2], start_index=3), atol=0)
 
 
+def test_reverse_gives_tied_logits_and_keeps_the_mask():
+    layer = TokenAndPositionEmbedding(12, 8, 6, mask_zero=True)
+    hidden = layer(IDS)
+    logits = layer(hidden, reverse=True)
+    table = to_numpy(layer.token_embedding.embeddings)
+    assert_allclose(logits, to_numpy(hidden) @ table.T, atol=1e-5)
+    np.testing.assert_array_equal(to_numpy(logits._keras_mask), IDS != 0)
+
+
 def test_sinusoidal_positions_follow_the_formula():
     layer = TokenAndPositionEmbedding(12, 8, 6, position="sinusoidal")
     out = to_numpy(layer(IDS))

@@ -94,10 +94,8 @@ def test_cached_decoding_equals_full_pass(cross, rotary):
     self_cache = np.zeros((2, 2, 8, 2, 2), "float32")  # (B, 2, S, K, H)
     kwargs = {}
     if cross:
-        attention = decoder._cross_attention_layer
-        kwargs["cross_attention_cache"] = np.stack(
-            [to_numpy(attention.key_dense(enc)),
-             to_numpy(attention.value_dense(enc))], axis=1)
+        kwargs["cross_attention_cache"] = (
+            decoder.compute_cross_attention_cache(enc))
     outs = []
     for i in range(6):
         out, self_cache, *rest = decoder(
