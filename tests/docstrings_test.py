@@ -4,6 +4,7 @@ import inspect
 import pathlib
 import re
 
+import keras
 import pytest
 
 import keras_attn
@@ -12,9 +13,19 @@ FENCE = re.compile(r"```python\n(.*?)```", re.S)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _modules():
+    modules = [keras_attn.layers, keras_attn.ops, keras_attn.models,
+               keras_attn.visualize]
+    if keras.backend.backend() == "tensorflow":
+        # TensorFlow-only modules (tf.data, tensorflow-text).
+        from keras_attn import data
+
+        modules.append(data)
+    return modules
+
+
 def _public_objects():
-    for module in (keras_attn.layers, keras_attn.ops, keras_attn.models,
-                   keras_attn.visualize):
+    for module in _modules():
         for name in module.__all__:
             obj = getattr(module, name)
             if callable(obj):  # classes and functions, not constants
@@ -34,7 +45,8 @@ EXAMPLES = [
 def test_every_public_layer_has_an_example():
     documented = {p.id.rsplit("-", 1)[0] for p in EXAMPLES}
     helpers = ("select_implementation", "causal_mask", "make_sampler",
-               "trace_count", "CachedDecoder")
+               "trace_count", "CachedDecoder", "TextClassificationData",
+               "tokenize_with_bos_eos", "tweets_csv_path", "load_vocabulary")
     missing = [n for n, _ in _public_objects() if n not in documented
                and not n.endswith(helpers)]
     assert not missing, missing
