@@ -56,6 +56,12 @@ def parse_args():
     return parser.parse_args()
 
 
+def text_of(detokenized):
+    """The first string of a detokenizer output (str or bytes)."""
+    value = np.asarray(keras.ops.convert_to_numpy(detokenized)).reshape(-1)[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def unigram_perplexity(train_ds, test_ds, vocabulary_size):
     """Perplexity of add-one-smoothed word-piece frequencies (the baseline
     a model with no context at all reaches)."""
@@ -137,9 +143,8 @@ def main():
         rate = out.size / (time.time() - start)
         print(f"-- {sampler} ({rate:.0f} tokens/s incl. compilation)")
         for prompt, new in zip(prompts, out):
-            words = tokenizer.detokenize([prompt[1:] + [t for t in new
-                                                        if t not in (0, eos)]])
-            print("  ", keras.ops.convert_to_numpy(words)[0].decode())
+            ids = prompt[1:] + [int(t) for t in new if t not in (0, eos)]
+            print("  ", text_of(tokenizer.detokenize([ids])))
 
 
 if __name__ == "__main__":

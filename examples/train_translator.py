@@ -57,6 +57,12 @@ def parse_args():
     return parser.parse_args()
 
 
+def text_of(detokenized):
+    """The first string of a detokenizer output (str or bytes)."""
+    value = np.asarray(keras.ops.convert_to_numpy(detokenized)).reshape(-1)[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def bleu(references, hypotheses):
     """Corpus BLEU up to bigrams, smoothed (short sentences)."""
     metric = keras_hub.metrics.Bleu(max_order=2, smooth=True)
@@ -126,8 +132,8 @@ def main():
                           encoder_token_ids=sources, stop_token_id=eos)
     translate_seconds = time.time() - start
     hypotheses = [
-        keras.ops.convert_to_numpy(target_tokenizer.detokenize(
-            [[t for t in row if t not in (0, eos)]]))[0].decode()
+        text_of(target_tokenizer.detokenize(
+            [[int(t) for t in row if t not in (0, eos)]]))
         for row in out
     ]
     references = [en.lower() for _, en in sample]
