@@ -1,0 +1,105 @@
+"""On-device generation speed: KV cache vs full recompute, same model, one run.
+
+Exports one `decoder_lm` twice: as the prefill/decode generator of
+`keras_attn.export.export_generator_tflite` (KV cache), and as the plain
+`serving_default` classifier-style file of `export_tflite`, which can only
+generate by re-running the whole window for every new token (how keras-hub
+models generate on TFLite today). Both are run with ai-edge-litert on the
+CPU, one thread, batch 1, greedy, from the same prompt; the runs alternate
+so machine noise hits both alike. The tokens must be identical.
+
+Run: `python benchmarks/tflite_generation.py` (about 2 minutes on 2 cores).
+The model size matches the keras-hub decoder measured in
+shared/notes/edge-facts.md (vocabulary 8000, width 256, 4 layers, 4 heads,
+FFN 1024, max_length 128).
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from keras_attn import models
+from keras_attn.export import export_generator_tflite
+from keras_attn.export import export_tflite
+
+
+def cached_greedy(interpreter, prompt, new_tokens):
+    prefill = interpreter.get_signature_runner("prefill")
+    decode = interpreter.get_signature_runner("decode")
+    max_length = prefill.get_input_details()["token_ids"]["shape"][1]
+    buffer = np.zeros((1, max_length), "int32")
+    buffer[0, : len(prompt)] = prompt
+    out = prefill(token_ids=buffer, length=np.array(len(prompt), "int32"))
+    tokens = []
+    for index in range(len(prompt), len(prompt) + new_tokens):
+        token = int(np.argmax(out["logits"][0, 1:])) + 1
+        tokens.append(token)
+        out = decode(token_id=np.array([[token]], "int32"),
+                     cache=out["cache"], index=np.array(index, "int32"))
+    return tokens
+
+
+def recompute_greedy(interpreter, prompt, new_tokens, max_length):
+    run = interpreter.get_signature_runner("serving_default")
+    buffer = np.zeros((1, max_length), "int32")
+    buffer[0, : len(prompt)] = prompt
+    tokens = []
+    for index in range(len(prompt), len(prompt) + new_tokens):
+        (logits,) = run(token_ids=buffer).values()  # (1, L, V)
+        token = int(np.argmax(logits[0, index - 1, 1:])) + 1
+        tokens.append(token)
+        buffer[0, index] = token
+    return tokens
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=112)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    prompt = list(range(5, 5 + args.max_length - args.new_tokens))
+    model = models.decoder_lm(
+        vocabulary_size=8000, sequence_length=args.max_length, num_layers=4,
+        hidden_dim=256, num_heads=4, intermediate_dim=1024, dropout=0.0)
+    directory = tempfile.mkdtemp(prefix="keras_attn_bench_")
+    cached_path = export_generator_tflite(
+        model, os.path.join(directory, "cached.tflite"), args.max_length)
+    full = export_tflite(model, os.path.join(directory, "full.tflite"))
+    cached = Interpreter(model_path=cached_path, num_threads=1)
+    recompute = Interpreter(model_path=full.path, num_threads=1)
+
+    timings = {"cached": [], "recompute": []}
+    outputs = {}
+    for _ in range(args.repeats):
+        for name, fn in (
+            ("cached", lambda: cached_greedy(cached, prompt,
+                                             args.new_tokens)),
+            ("recompute", lambda: recompute_greedy(
+                recompute, prompt, args.new_tokens, args.max_length)),
+        ):
+            start = time.perf_counter()
+            outputs[name] = fn()
+            timings[name].append(time.perf_counter() - start)
+    assert outputs["cached"] == outputs["recompute"], "tokens differ"
+    rates = {k: args.new_tokens / statistics.median(v)
+             for k, v in timings.items()}
+    print(f"date {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+          f"{os.cpu_count()} cores, 1 thread, batch 1, greedy, "
+          f"{args.new_tokens} new tokens at max_length {args.max_length}")
+    print(f"KV cache (prefill/decode): {rates['cached']:.0f} tokens/s; "
+          f"full recompute: {rates['recompute']:.1f} tokens/s; "
+          f"ratio {rates['cached'] / rates['recompute']:.1f}x; "
+          f"identical tokens: yes; file sizes "
+          f"{os.path.getsize(cached_path) / 1e6:.1f} MB / "
+          f"{full.size_bytes / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
