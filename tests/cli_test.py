@@ -61,3 +61,37 @@ def test_bad_flags_exit_with_a_message(capsys):
     assert "--epochs must be positive" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["unknown"])
+
+
+@pytest.mark.parametrize(
+    "fmt, quantize, expected",
+    [("tflite", "dynamic_int8", "model.tflite"),
+     ("saved_model", "none", os.path.join("model", "saved_model.pb")),
+     ("generator", "none", "model.tflite")],
+)
+def test_export_command(fmt, quantize, expected, tmp_path, capsys):
+    from keras_attn import models
+
+    if fmt == "generator":
+        model = models.decoder_lm(30, 8, num_layers=1, hidden_dim=8,
+                                  num_heads=2)
+    else:
+        model = models.encoder_classifier(30, 8, num_layers=1, hidden_dim=8,
+                                          num_heads=2)
+    model.save(tmp_path / "model.keras")
+    ids = np.random.default_rng(0).integers(1, 30, size=(4, 8))
+    np.save(tmp_path / "ids.npy", ids)
+    output = str(tmp_path / ("model" if fmt == "saved_model"
+                             else "model.tflite"))
+    assert cli.main(["export", str(tmp_path / "model.keras"), output,
+                     "--format", fmt, "--quantize", quantize,
+                     "--data", str(tmp_path / "ids.npy")]) == 0
+    assert (tmp_path / expected).exists()
+    printed = capsys.readouterr().out
+    assert "max abs diff" in printed or "->" in printed
+
+
+def test_export_errors(tmp_path):
+    with pytest.raises(SystemExit, match="no such model file"):
+        cli.main(["export", str(tmp_path / "missing.keras"),
+                  str(tmp_path / "x.tflite")])
