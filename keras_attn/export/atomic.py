@@ -74,6 +74,11 @@ def write_bytes(path, data):
     path, parent, name = _parent_and_name(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
     try:
+        # mkstemp makes the file private (0600); give it the permissions a
+        # plain open() would, so exported models can be copied and served.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -178,7 +178,7 @@ def make_sampler(sampler="greedy", temperature=1.0, top_k=10, top_p=0.9,
         sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"random"` or a
             `keras_hub.samplers.Sampler`.
         temperature: float >= 0. Logits are divided by it.
-        top_k: int. Tokens kept by `"top_k"` (and a cap for `"top_p"`).
+        top_k: int. Tokens kept by `"top_k"`.
         top_p: float in (0, 1]. Probability mass kept by `"top_p"`.
         seed: int or `None`.
     """

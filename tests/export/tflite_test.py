@@ -290,3 +290,15 @@ FENCE = re.compile(r"```python\n(.*?)```", re.S)
 def test_docstring_example_runs(obj):
     (code,) = FENCE.findall(inspect.getdoc(obj))
     exec(compile(code, "<example>", "exec"), {})
+
+
+def test_exported_file_has_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from keras_attn.export import atomic
+
+    path = atomic.write_bytes(tmp_path / "x.bin", b"abc")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
