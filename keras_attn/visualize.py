@@ -14,6 +14,7 @@ pyplot, so a backend the user chose stays as it is.
 import math
 import os
 import secrets
+import textwrap
 import weakref
 
 import keras
@@ -463,7 +464,10 @@ def plot_attention(
     figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9,
                     label="attention weight")
     if title is not None:
-        figure.suptitle(str(title))
+        # Wrap to the figure width (about 9 characters per inch at the
+        # default title size) so a long title is not cut off.
+        width = max(20, int(figure.get_figwidth() * 9))
+        figure.suptitle(textwrap.fill(str(title), width))
     if path is None:
         return figure
     return _save_png(figure, path)
