@@ -39,6 +39,14 @@ def _optional_layer(model, name):
         return None
 
 
+def _vocabulary_size(embedding):
+    """Token count of a builder's embedding: `TokenAndPositionEmbedding`,
+    or the `ReversibleEmbedding` used with rotary positions."""
+    if isinstance(embedding, TokenAndPositionEmbedding):
+        return embedding.vocabulary_size
+    return embedding.input_dim
+
+
 class CachedDecoder:
     """Runs the decoder of a `decoder_lm` or `seq2seq` model with a KV cache.
 
@@ -81,15 +89,14 @@ class CachedDecoder:
         self.num_kv_heads = first.num_key_value_heads or first.num_heads
         if isinstance(self.embedding, TokenAndPositionEmbedding):
             hidden_dim = self.embedding.embedding_dim
-            self.vocabulary_size = self.embedding.vocabulary_size
             learned = self.embedding.position == "learned"
             self.max_length = (
                 self.embedding.sequence_length if learned else None
             )
         else:  # ReversibleEmbedding: rotary positions, no length limit
             hidden_dim = self.embedding.output_dim
-            self.vocabulary_size = self.embedding.input_dim
             self.max_length = None
+        self.vocabulary_size = _vocabulary_size(self.embedding)
         self.head_dim = hidden_dim // first.num_heads
         self.compute_dtype = first.compute_dtype
 
@@ -462,11 +469,8 @@ def generate(
                 "A seq2seq model needs `encoder_token_ids` (the source)."
             )
         encoder_ids, _ = _check_prompt(
-            encoder_token_ids, decoder.model.get_layer(
-                "encoder_embedding").input_dim
-            if not isinstance(decoder.encoder_embedding,
-                              TokenAndPositionEmbedding)
-            else decoder.encoder_embedding.vocabulary_size,
+            encoder_token_ids,
+            _vocabulary_size(decoder.encoder_embedding),
             name="encoder_token_ids",
         )
         if len(encoder_ids) != batch:
