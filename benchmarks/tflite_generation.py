@@ -6,7 +6,8 @@ Exports one `decoder_lm` twice: as the prefill/decode generator of
 generate by re-running the whole window for every new token (how keras-hub
 models generate on TFLite today). Both are run with ai-edge-litert on the
 CPU, one thread, batch 1, greedy, from the same prompt; the runs alternate
-so machine noise hits both alike. The tokens must be identical.
+so machine noise hits both alike. The tokens must be identical. Each row
+quantizes both files the same way (default rows: float32 and dynamic_int8).
 
 Run: `python benchmarks/tflite_generation.py` (about 2 minutes on 2 cores).
 The model size matches the keras-hub decoder measured in
@@ -58,47 +59,67 @@ def recompute_greedy(interpreter, prompt, new_tokens, max_length):
     return tokens
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--new-tokens", type=int, default=112)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    prompt = list(range(5, 5 + args.max_length - args.new_tokens))
-    model = models.decoder_lm(
-        vocabulary_size=8000, sequence_length=args.max_length, num_layers=4,
-        hidden_dim=256, num_heads=4, intermediate_dim=1024, dropout=0.0)
-    directory = tempfile.mkdtemp(prefix="keras_attn_bench_")
+def measure(model, quantization, prompt, args, directory):
+    """Tokens/s of both files for one quantization; asserts equal tokens."""
+    name = quantization or "float32"
     cached_path = export_generator_tflite(
-        model, os.path.join(directory, "cached.tflite"), args.max_length)
-    full = export_tflite(model, os.path.join(directory, "full.tflite"))
+        model, os.path.join(directory, f"cached_{name}.tflite"),
+        args.max_length, quantization=quantization)
+    full = export_tflite(model, os.path.join(directory, f"full_{name}.tflite"),
+                         quantization=quantization)
     cached = Interpreter(model_path=cached_path, num_threads=1)
     recompute = Interpreter(model_path=full.path, num_threads=1)
-
     timings = {"cached": [], "recompute": []}
     outputs = {}
     for _ in range(args.repeats):
-        for name, fn in (
+        for kind, fn in (
             ("cached", lambda: cached_greedy(cached, prompt,
                                              args.new_tokens)),
             ("recompute", lambda: recompute_greedy(
                 recompute, prompt, args.new_tokens, args.max_length)),
         ):
             start = time.perf_counter()
-            outputs[name] = fn()
-            timings[name].append(time.perf_counter() - start)
-    assert outputs["cached"] == outputs["recompute"], "tokens differ"
+            outputs[kind] = fn()
+            timings[kind].append(time.perf_counter() - start)
+    assert outputs["cached"] == outputs["recompute"], f"{name}: tokens differ"
     rates = {k: args.new_tokens / statistics.median(v)
              for k, v in timings.items()}
+    return (f"| {name} | {rates['cached']:.0f} tokens/s | "
+            f"{rates['recompute']:.1f} tokens/s | "
+            f"{rates['cached'] / rates['recompute']:.1f}x | "
+            f"{os.path.getsize(cached_path) / 1e6:.1f} MB | yes |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=112)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quantizations", default="float32,dynamic_int8",
+                        help="comma-separated: float32, float16, "
+                             "dynamic_int8; both files of a row are "
+                             "quantized the same way (default: %(default)s)")
+    args = parser.parse_args()
+    quantizations = [None if q == "float32" else q
+                     for q in args.quantizations.split(",")]
+    for q in quantizations:
+        if q not in (None, "float16", "dynamic_int8"):
+            parser.error(f"unknown quantization {q!r} in --quantizations")
+    prompt = list(range(5, 5 + args.max_length - args.new_tokens))
+    model = models.decoder_lm(
+        vocabulary_size=8000, sequence_length=args.max_length, num_layers=4,
+        hidden_dim=256, num_heads=4, intermediate_dim=1024, dropout=0.0)
     print(f"date {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-          f"{os.cpu_count()} cores, 1 thread, batch 1, greedy, "
-          f"{args.new_tokens} new tokens at max_length {args.max_length}")
-    print(f"KV cache (prefill/decode): {rates['cached']:.0f} tokens/s; "
-          f"full recompute: {rates['recompute']:.1f} tokens/s; "
-          f"ratio {rates['cached'] / rates['recompute']:.1f}x; "
-          f"identical tokens: yes; file sizes "
-          f"{os.path.getsize(cached_path) / 1e6:.1f} MB / "
-          f"{full.size_bytes / 1e6:.1f} MB")
+          f"{os.cpu_count()} cores, ai-edge-litert 1 thread, batch 1, "
+          f"greedy, {args.new_tokens} new tokens at max_length "
+          f"{args.max_length}\n")
+    print("| weights | KV cache | full recompute | ratio | generator file "
+          "| identical tokens |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="keras_attn_bench_") as tmp:
+        for quantization in quantizations:
+            print(measure(model, quantization, prompt, args, tmp),
+                  flush=True)
 
 
 if __name__ == "__main__":

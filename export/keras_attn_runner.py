@@ -29,6 +29,7 @@ length (seq2seq).
 import argparse
 import os
 import sys
+import time
 import unicodedata
 
 import numpy as np
@@ -586,6 +587,8 @@ class Generator:
             )
         self.source_tokenizer = None
         self.source_length = None
+        self.last_timings = None
+        self.last_prompt_length = None
         if self.is_seq2seq:
             self._encode = interpreter.get_signature_runner("encode")
             self.source_length = int(
@@ -597,10 +600,13 @@ class Generator:
 
     def generate(self, prompt, max_new_tokens, sampler="greedy",
                  temperature=1.0, top_k=10, top_p=0.9, seed=None,
-                 stop_token_id=None, encoder_text=None, encoder_ids=None):
+                 stop_token_id=None, encoder_text=None, encoder_ids=None,
+                 on_token=None):
         """Generates up to `max_new_tokens` token ids after `prompt`.
 
-        Id 0 (padding) is never generated.
+        Id 0 (padding) is never generated. Afterwards `last_timings` holds
+        the seconds spent in `encode` (or `None`), in `prefill`, and in
+        each `decode` call, and `last_prompt_length` the prompt's length.
 
         Args:
             prompt: str, or 1-D sequence of int token ids. A str becomes
@@ -627,6 +633,8 @@ class Generator:
                 and truncated to the source length `E`.
             encoder_ids: 1-D int sequence of at most `E` ids (seq2seq
                 only), instead of `encoder_text`.
+            on_token: a function called with each new token id as soon as
+                it is picked (to stream the text), or `None`.
 
         Returns:
             list of int: the generated ids, without the prompt.
@@ -646,20 +654,37 @@ class Generator:
         if stop_token_id is not None:
             stop_token_id = _check_id(stop_token_id, self.vocabulary_size,
                                       "stop_token_id")
+        if on_token is not None and not callable(on_token):
+            raise TypeError(
+                "Expected `on_token` to be a function or None. Received: "
+                f"on_token={_short(on_token)}"
+            )
+        timings = {"encode": None, "prefill": None, "decode": []}
+        start = time.perf_counter()
         encoder = self._encoder_state(encoder_text, encoder_ids)
+        if encoder:
+            timings["encode"] = time.perf_counter() - start
         buffer = np.zeros((1, self.max_length), np.int32)  # (1, M)
         buffer[0, :len(prompt)] = prompt
+        start = time.perf_counter()
         out = self._prefill(token_ids=buffer,
                             length=np.array(len(prompt), np.int32), **encoder)
+        timings["prefill"] = time.perf_counter() - start
         tokens = []
         for index in range(len(prompt), len(prompt) + max_new_tokens):
             token = pick(out["logits"][0])  # logits (1, V)
             tokens.append(token)
+            if on_token is not None:
+                on_token(token)
             if token == stop_token_id or len(tokens) == max_new_tokens:
                 break
+            start = time.perf_counter()
             out = self._decode(token_id=np.array([[token]], np.int32),
                                cache=out["cache"],
                                index=np.array(index, np.int32), **encoder)
+            timings["decode"].append(time.perf_counter() - start)
+        self.last_timings = timings
+        self.last_prompt_length = len(prompt)
         return tokens
 
     def _prompt_ids(self, prompt):

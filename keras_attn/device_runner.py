@@ -1,0 +1,1 @@
+../export/keras_attn_runner.py
