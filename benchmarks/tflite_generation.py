@@ -7,7 +7,9 @@ generate by re-running the whole window for every new token (how keras-hub
 models generate on TFLite today). Both are run with ai-edge-litert on the
 CPU, one thread, batch 1, greedy, from the same prompt; the runs alternate
 so machine noise hits both alike. The tokens must be identical. Each row
-quantizes both files the same way (default rows: float32 and dynamic_int8).
+quantizes both files the same way; rows: float32 with the cache in TFLite
+variables (the default `kv_cache`) and in signature tensors, and
+dynamic_int8 with variables.
 
 Run: `python benchmarks/tflite_generation.py` (about 2 minutes on 2 cores).
 The model size matches the keras-hub decoder measured in
@@ -36,13 +38,15 @@ def cached_greedy(interpreter, prompt, new_tokens):
     max_length = prefill.get_input_details()["token_ids"]["shape"][1]
     buffer = np.zeros((1, max_length), "int32")
     buffer[0, : len(prompt)] = prompt
+    stateful = "cache" not in decode.get_input_details()
     out = prefill(token_ids=buffer, length=np.array(len(prompt), "int32"))
     tokens = []
     for index in range(len(prompt), len(prompt) + new_tokens):
         token = int(np.argmax(out["logits"][0, 1:])) + 1
         tokens.append(token)
+        cache = {} if stateful else {"cache": out["cache"]}
         out = decode(token_id=np.array([[token]], "int32"),
-                     cache=out["cache"], index=np.array(index, "int32"))
+                     index=np.array(index, "int32"), **cache)
     return tokens
 
 
@@ -59,12 +63,12 @@ def recompute_greedy(interpreter, prompt, new_tokens, max_length):
     return tokens
 
 
-def measure(model, quantization, prompt, args, directory):
+def measure(model, quantization, kv_cache, prompt, args, directory):
     """Tokens/s of both files for one quantization; asserts equal tokens."""
     name = quantization or "float32"
     cached_path = export_generator_tflite(
-        model, os.path.join(directory, f"cached_{name}.tflite"),
-        args.max_length, quantization=quantization)
+        model, os.path.join(directory, f"cached_{name}_{kv_cache}.tflite"),
+        args.max_length, quantization=quantization, kv_cache=kv_cache)
     full = export_tflite(model, os.path.join(directory, f"full_{name}.tflite"),
                          quantization=quantization)
     cached = Interpreter(model_path=cached_path, num_threads=1)
@@ -84,7 +88,7 @@ def measure(model, quantization, prompt, args, directory):
     assert outputs["cached"] == outputs["recompute"], f"{name}: tokens differ"
     rates = {k: args.new_tokens / statistics.median(v)
              for k, v in timings.items()}
-    return (f"| {name} | {rates['cached']:.0f} tokens/s | "
+    return (f"| {name} | {kv_cache} | {rates['cached']:.0f} tokens/s | "
             f"{rates['recompute']:.1f} tokens/s | "
             f"{rates['cached'] / rates['recompute']:.1f}x | "
             f"{os.path.getsize(cached_path) / 1e6:.1f} MB | yes |")
@@ -95,16 +99,22 @@ def main():
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quantizations", default="float32,dynamic_int8",
-                        help="comma-separated: float32, float16, "
-                             "dynamic_int8; both files of a row are "
-                             "quantized the same way (default: %(default)s)")
+    parser.add_argument("--rows", default="float32:variables,"
+                        "float32:tensors,dynamic_int8:variables",
+                        help="comma-separated WEIGHTS:KV_CACHE, WEIGHTS one "
+                             "of float32, float16, dynamic_int8 (both files "
+                             "of a row are quantized the same way), "
+                             "KV_CACHE variables or tensors (default: "
+                             "%(default)s)")
     args = parser.parse_args()
-    quantizations = [None if q == "float32" else q
-                     for q in args.quantizations.split(",")]
-    for q in quantizations:
-        if q not in (None, "float16", "dynamic_int8"):
-            parser.error(f"unknown quantization {q!r} in --quantizations")
+    rows = []
+    for row in args.rows.split(","):
+        weights, _, kv_cache = row.partition(":")
+        if weights not in ("float32", "float16", "dynamic_int8") or (
+            kv_cache not in ("variables", "tensors")
+        ):
+            parser.error(f"bad row {row!r} in --rows")
+        rows.append((None if weights == "float32" else weights, kv_cache))
     prompt = list(range(5, 5 + args.max_length - args.new_tokens))
     model = models.decoder_lm(
         vocabulary_size=8000, sequence_length=args.max_length, num_layers=4,
@@ -113,12 +123,12 @@ def main():
           f"{os.cpu_count()} cores, ai-edge-litert 1 thread, batch 1, "
           f"greedy, {args.new_tokens} new tokens at max_length "
           f"{args.max_length}\n")
-    print("| weights | KV cache | full recompute | ratio | generator file "
-          "| identical tokens |")
-    print("|---|---|---|---|---|---|")
+    print("| weights | kv_cache | KV cache | full recompute | ratio | "
+          "generator file | identical tokens |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="keras_attn_bench_") as tmp:
-        for quantization in quantizations:
-            print(measure(model, quantization, prompt, args, tmp),
+        for quantization, kv_cache in rows:
+            print(measure(model, quantization, kv_cache, prompt, args, tmp),
                   flush=True)
 
 

@@ -534,11 +534,16 @@ class Generator:
     """Generates tokens with a .tflite from `export_generator_tflite`.
 
     The loop: `prefill` runs the prompt, right-padded with 0 to the cache
-    length `M`, and returns the logits after its last token and the KV
-    cache; then each new token is picked from the logits and fed to
-    `decode` at the next position with the cache, which returns the next
-    logits and the updated cache. For seq2seq files, `encode` runs the
-    source once and its outputs go to every `prefill` and `decode` call.
+    length `M`, and returns the logits after its last token; then each new
+    token is picked from the logits and fed to `decode` at the next
+    position, which returns the next logits. For seq2seq files, `encode`
+    runs the source once first.
+
+    Both cache forms of `export_generator_tflite` work. With
+    `kv_cache="variables"` (the default) the KV cache stays inside the
+    interpreter, so one `Generator` runs one sequence at a time. With
+    `kv_cache="tensors"` `prefill` and `decode` return the cache and
+    `decode` takes it back, and `encode`'s outputs go to every call.
 
     Args:
         model_path: str. The .tflite file (signatures `prefill`, `decode`,
@@ -572,6 +577,10 @@ class Generator:
         self.is_seq2seq = "encode" in signatures
         self._prefill = interpreter.get_signature_runner("prefill")
         self._decode = interpreter.get_signature_runner("decode")
+        # kv_cache="tensors" files pass the cache through the signatures.
+        self.cache_in_signatures = (
+            "cache" in self._decode.get_input_details()
+        )
         inputs = self._prefill.get_input_details()
         self.max_length = int(inputs["token_ids"]["shape"][1])
         self.vocabulary_size = int(
@@ -592,7 +601,8 @@ class Generator:
         if self.is_seq2seq:
             self._encode = interpreter.get_signature_runner("encode")
             self.source_length = int(
-                inputs["encoder_token_ids"]["shape"][1]
+                self._encode.get_input_details()["encoder_token_ids"][
+                    "shape"][1]
             )
             self.source_tokenizer = WordPieceTokenizer(
                 source_vocabulary_path or vocabulary_path, self.source_length
@@ -662,7 +672,7 @@ class Generator:
         timings = {"encode": None, "prefill": None, "decode": []}
         start = time.perf_counter()
         encoder = self._encoder_state(encoder_text, encoder_ids)
-        if encoder:
+        if self.is_seq2seq:
             timings["encode"] = time.perf_counter() - start
         buffer = np.zeros((1, self.max_length), np.int32)  # (1, M)
         buffer[0, :len(prompt)] = prompt
@@ -679,9 +689,11 @@ class Generator:
             if token == stop_token_id or len(tokens) == max_new_tokens:
                 break
             start = time.perf_counter()
+            cache = {"cache": out["cache"]} if self.cache_in_signatures \
+                else {}
             out = self._decode(token_id=np.array([[token]], np.int32),
-                               cache=out["cache"],
-                               index=np.array(index, np.int32), **encoder)
+                               index=np.array(index, np.int32), **encoder,
+                               **cache)
             timings["decode"].append(time.perf_counter() - start)
         self.last_timings = timings
         self.last_prompt_length = len(prompt)
@@ -751,6 +763,8 @@ class Generator:
             )
         source = source[None]  # (1, E)
         state = self._encode(encoder_token_ids=source)
+        if not self.cache_in_signatures:
+            return {}  # the interpreter now holds the source's state
         return dict(encoder_token_ids=source, memory=state["memory"],
                     cross_cache=state["cross_cache"])
 

@@ -230,6 +230,12 @@ def _export_parser(subparsers):
                              "`generator` files and of SavedModels of "
                              "decoder_lm/seq2seq (default: the model's "
                              "sequence length)")
+    parser.add_argument("--kv-cache", default="variables",
+                        choices=("variables", "tensors"),
+                        help="generator files: keep the KV cache inside "
+                             "the interpreter (faster, one sequence per "
+                             "interpreter) or pass it through the "
+                             "signatures (default: %(default)s)")
     parser.set_defaults(run=export_command)
     return parser
 
@@ -255,10 +261,22 @@ def export_command(args):
         print(f"SavedModel -> {path}")
         return path
     if args.format == "generator":
-        length = args.max_length or model.inputs[-1].shape[1]
+        from keras_attn.export import generation_signatures
+
+        decoder = generation_signatures.generation_decoder(model)
+        if decoder is None:
+            raise ValueError(
+                "--format generator needs a model built by "
+                "keras_attn.models.decoder_lm or seq2seq. Received: "
+                f"{args.model}"
+            )
+        length = args.max_length or generation_signatures.default_max_length(
+            decoder)
         path = export.export_generator_tflite(model, args.output, length,
-                                              quantization=quantization)
-        print(f"generator (prefill/decode, max_length {length}) -> {path}")
+                                              quantization=quantization,
+                                              kv_cache=args.kv_cache)
+        print(f"generator (prefill/decode, max_length {length}, KV cache "
+              f"in {args.kv_cache}) -> {path}")
         print("ops: " + ", ".join(export.tflite_ops(path)))
         return path
     data = None

@@ -21,7 +21,8 @@ from keras_attn.models.generation import CachedDecoder
 GENERATOR_QUANTIZATIONS = (None, "float16", "dynamic_int8")
 
 
-def export_generator_tflite(model, path, max_length, quantization=None):
+def export_generator_tflite(model, path, max_length, quantization=None,
+                            kv_cache="variables"):
     """Exports a `decoder_lm` or `seq2seq` model for on-device generation.
 
     Args:
@@ -30,12 +31,17 @@ def export_generator_tflite(model, path, max_length, quantization=None):
         max_length: int. Cache length `M`: prompt plus generated tokens.
             With learned positions at most the model's `sequence_length`.
         quantization: `None`, `"float16"` or `"dynamic_int8"`.
+        kv_cache: `"variables"` (default): the cache stays inside the
+            interpreter, and `decode` takes only the token and its index;
+            one sequence per interpreter. `"tensors"`: stateless
+            signatures that take and return the cache, as the SavedModel's.
+            See `keras_attn.export.generation_signatures`.
 
     Returns:
         The absolute path written.
 
     Raises:
-        ValueError: for a bad `max_length` or `quantization`.
+        ValueError: for a bad `max_length`, `quantization` or `kv_cache`.
         UnsupportedOpsError: if the file would need non-builtin ops.
 
     Example:
@@ -63,7 +69,8 @@ def export_generator_tflite(model, path, max_length, quantization=None):
         )
     archive = keras.export.ExportArchive()
     archive.track(model)
-    names = signatures.add_generation_endpoints(archive, decoder, max_length)
+    names = signatures.add_generation_endpoints(archive, decoder, max_length,
+                                                kv_cache)
     saved_model_dir = tempfile.mkdtemp(prefix="keras_attn_generator_")
     try:
         archive.write_out(saved_model_dir, verbose=False)

@@ -9,8 +9,8 @@ called with `training=False`).
 
 Models built by `decoder_lm` and `seq2seq` also get the generation
 signatures `prefill` and `decode` (and `encode` for seq2seq) of the
-on-device generator, with the same inputs and outputs; see
-`keras_attn.export.generation_signatures`.
+on-device generator in its stateless `kv_cache="tensors"` form, with the
+same inputs and outputs; see `keras_attn.export.generation_signatures`.
 
 TensorFlow backend only: a SavedModel is a TensorFlow graph.
 """
@@ -116,9 +116,11 @@ def export_saved_model(model, path, max_length=None, verbose=False):
 
     A `decoder_lm` or `seq2seq` model also gets the generation signatures
     `prefill`, `decode` (and `encode`) around a KV cache of length
-    `max_length`, batch 1, exactly those of `export_generator_tflite`
-    (see `keras_attn.export.generation_signatures`), so one generation
-    loop serves both files.
+    `max_length`, batch 1, exactly those of
+    `export_generator_tflite(..., kv_cache="tensors")` (stateless: the
+    cache goes in and out of every call; see
+    `keras_attn.export.generation_signatures`), so one generation loop
+    serves both files.
 
     The export is written into a hidden temporary directory next to `path`
     and renamed into place only when complete, so an interrupted export

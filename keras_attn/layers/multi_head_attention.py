@@ -272,6 +272,19 @@ class MultiHeadAttention(keras.layers.Layer):
                 "A KV cache needs `key_dim == value_dim`. Received: "
                 f"key_dim={self.key_dim}, value_dim={self._value_dim}"
             )
+        if isinstance(cache, (tuple, list)):
+            if len(cache) != 2:
+                raise ValueError(
+                    "A `cache` given as a tuple must be `(key_cache, "
+                    "value_cache)`. Received: a tuple of length "
+                    f"{len(cache)}"
+                )
+            for part, name in zip(cache, ("key_cache", "value_cache")):
+                check_mask_shape(
+                    part, f"cache {name}",
+                    (None, None, self._kv_heads, self.key_dim),
+                )
+            return
         check_mask_shape(
             cache, "cache", (None, 2, None, self._kv_heads, self.key_dim)
         )
@@ -298,9 +311,13 @@ class MultiHeadAttention(keras.layers.Layer):
         key_padding = merge_masks(value_mask, key_mask)  # (B, S)
         if cache is not None:
             self._check_cache(cache)
-            # unstack, not cache[:, 0]: on TFLite a rank-5 STRIDED_SLICE
-            # copies element by element, UNPACK copies contiguous blocks.
-            key_cache, value_cache = ops.unstack(cache, 2, axis=1)
+            stacked = not isinstance(cache, (tuple, list))
+            if stacked:
+                # unstack, not cache[:, 0]: on TFLite a rank-5 STRIDED_SLICE
+                # copies element by element, UNPACK copies contiguous blocks.
+                key_cache, value_cache = ops.unstack(cache, 2, axis=1)
+            else:
+                key_cache, value_cache = cache
             if cache_update_index is None:
                 k, v = key_cache, value_cache  # (B, S, K, H)
             else:
@@ -311,7 +328,10 @@ class MultiHeadAttention(keras.layers.Layer):
                 start = [0, cache_update_index, 0, 0]
                 k = ops.slice_update(key_cache, start, k_new)
                 v = ops.slice_update(value_cache, start, v_new)
-                cache = ops.stack((k, v), axis=1)  # (B, 2, S, K, H)
+                if stacked:
+                    cache = ops.stack((k, v), axis=1)  # (B, 2, S, K, H)
+                else:
+                    cache = (k, v)
                 key_padding = None
         else:
             if cache_update_index is not None:

@@ -47,6 +47,20 @@ def _vocabulary_size(embedding):
     return embedding.input_dim
 
 
+def _per_layer(cache, num_layers):
+    """A stacked `(B, Y, 2, ...)` cache as `Y` layer caches; a list of
+    per-layer `(keys, values)` pairs as it is."""
+    if isinstance(cache, (tuple, list)):
+        if len(cache) != num_layers:
+            raise ValueError(
+                f"A per-layer cache needs one (keys, values) pair for each "
+                f"of the {num_layers} decoder layers. Received: "
+                f"{len(cache)} entries"
+            )
+        return [tuple(pair) for pair in cache]
+    return ops.unstack(cache, num_layers, axis=1)
+
+
 class CachedDecoder:
     """Runs the decoder of a `decoder_lm` or `seq2seq` model with a KV cache.
 
@@ -133,13 +147,18 @@ class CachedDecoder:
 
         Args:
             token_ids: int tensor `(B, T)`.
-            cache: `(B, Y, 2, M, K, H)`; the new keys/values are written at
-                `index`.
+            cache: `(B, Y, 2, M, K, H)`, or a list of `Y` pairs
+                `(keys (B, M, K, H), values (B, M, K, H))`, one per layer;
+                the new keys/values are written at `index`.
             index: int or int32 scalar tensor.
-            encoder: the tuple from `encode` (seq2seq), else `None`.
+            encoder: the tuple from `encode` (seq2seq), else `None`. Its
+                cross cache may be a list of per-layer pairs too.
 
         Returns:
-            `(logits (B, T, V) float32, hidden (B, T, D), updated cache)`.
+            `(logits (B, T, V) float32, hidden (B, T, D), updated cache)`,
+            the cache in the form it was given. The per-layer form has no
+            stacking at all: on TFLite every stack or unstack of the cache
+            is a copy of it.
         """
         if isinstance(self.embedding, TokenAndPositionEmbedding):
             x = self.embedding(token_ids, start_index=index)
@@ -149,10 +168,11 @@ class CachedDecoder:
         # unstack, not cache[:, i]: on TFLite a rank-6 STRIDED_SLICE copies
         # element by element (about 0.4 ms per layer at M=128, D=256),
         # UNPACK copies contiguous blocks.
-        layer_caches = ops.unstack(cache, len(self.layers), axis=1)
+        stacked = not isinstance(cache, (tuple, list))
+        layer_caches = _per_layer(cache, len(self.layers))
         if encoder is not None:
             memory, cross, encoder_padding = encoder
-            cross_caches = ops.unstack(cross, len(self.layers), axis=1)
+            cross_caches = _per_layer(cross, len(self.layers))
         caches = []
         for i, layer in enumerate(self.layers):
             if encoder is None:
@@ -177,7 +197,9 @@ class CachedDecoder:
             caches.append(layer_cache)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return self.logits(x), x, ops.stack(caches, axis=1)
+        if stacked:
+            caches = ops.stack(caches, axis=1)
+        return self.logits(x), x, caches
 
     def logits(self, hidden):
         """Float32 logits `(B, T, V)` from final hidden states `(B, T, D)`.

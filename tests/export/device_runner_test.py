@@ -476,3 +476,34 @@ def test_cli_generate_errors_name_the_problem(exported, capsys):
     missing = os.path.join(os.path.dirname(exported["lm_path"]), "no.tflite")
     assert cli.main(["generate", missing]) == 2
     assert "no.tflite" in capsys.readouterr().err
+
+
+def test_runner_generates_with_both_cache_forms(exported, runner, tmp_path):
+    """`kv_cache="tensors"` files pass the cache through the signatures;
+    the runner gives the same tokens with them, for an LM and a seq2seq,
+    and several sources in a row."""
+    lm_path = export_generator_tflite(exported["lm"], tmp_path / "t.tflite",
+                                      MAX_LENGTH, kv_cache="tensors")
+    stateful = runner.Generator(exported["lm_path"], exported["vocabulary"])
+    stateless = runner.Generator(lm_path, exported["vocabulary"])
+    assert stateful.cache_in_signatures is False
+    assert stateless.cache_in_signatures is True
+    assert stateless.generate(PROMPT, 16) == stateful.generate(PROMPT, 16)
+
+    size = stateful.vocabulary_size
+    translator = models.seq2seq(size, size, 12, 16, num_layers=1,
+                                hidden_dim=16, num_heads=2, dropout=0.0)
+    generators = [
+        runner.Generator(
+            export_generator_tflite(translator, tmp_path / f"{form}.tflite",
+                                    16, kv_cache=form),
+            exported["vocabulary"])
+        for form in ("variables", "tensors")
+    ]
+    for source in ([7, 8, 9, 10], [11, 12]):
+        padded = np.zeros((1, 12), "int32")
+        padded[0, :len(source)] = source
+        expected = models.generate(translator, [[1]], 15,
+                                   encoder_token_ids=padded)[0].tolist()
+        for generator in generators:
+            assert generator.generate([1], 15, encoder_ids=source) == expected

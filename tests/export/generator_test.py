@@ -20,15 +20,17 @@ def _device_greedy(path, prompt, new_tokens, source=None):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
+    prefill = interpreter.get_signature_runner("prefill")
+    decode = interpreter.get_signature_runner("decode")
+    stateful = "cache" not in decode.get_input_details()
     encoder = {}
     if source is not None:
         ids = np.asarray(source, "int32")[None]
         state = interpreter.get_signature_runner("encode")(
             encoder_token_ids=ids)
-        encoder = dict(encoder_token_ids=ids, memory=state["memory"],
-                       cross_cache=state["cross_cache"])
-    prefill = interpreter.get_signature_runner("prefill")
-    decode = interpreter.get_signature_runner("decode")
+        if not stateful:
+            encoder = dict(encoder_token_ids=ids, memory=state["memory"],
+                           cross_cache=state["cross_cache"])
     max_length = prefill.get_input_details()["token_ids"]["shape"][1]
     buffer = np.zeros((1, max_length), "int32")
     buffer[0, :len(prompt)] = prompt
@@ -38,34 +40,78 @@ def _device_greedy(path, prompt, new_tokens, source=None):
     for index in range(len(prompt), len(prompt) + new_tokens):
         token = int(np.argmax(out["logits"][0, 1:])) + 1  # 0 is padding
         tokens.append(token)
+        cache = {} if stateful else {"cache": out["cache"]}
         out = decode(token_id=np.array([[token]], "int32"),
-                     cache=out["cache"], index=np.array(index, "int32"),
-                     **encoder)
+                     index=np.array(index, "int32"), **encoder, **cache)
     return tokens
 
 
-def test_decoder_lm_on_device_equals_keras_greedy(tmp_path):
-    lm = models.decoder_lm(60, 40, num_layers=2, hidden_dim=32, num_heads=4,
-                           num_key_value_heads=2, dropout=0.0)
-    path = export_generator_tflite(lm, tmp_path / "lm.tflite", max_length=40)
+def _recompute_greedy(model, prompt, new_tokens, source=None):
+    """Independent reference: greedy decoding with the plain Keras forward
+    pass over the whole window at every step (no cache), never id 0."""
+    inputs = model.input
+    length = (inputs["decoder_token_ids"] if source is not None
+              else inputs).shape[1]
+    buffer = np.zeros((1, length), "int32")
+    buffer[0, :len(prompt)] = prompt
+    tokens = []
+    for index in range(len(prompt), len(prompt) + new_tokens):
+        inputs = buffer if source is None else {
+            "encoder_token_ids": np.asarray([source], "int32"),
+            "decoder_token_ids": buffer}
+        logits = keras.ops.convert_to_numpy(model(inputs))[0, index - 1]
+        tokens.append(int(np.argmax(logits[1:])) + 1)
+        buffer[0, index] = tokens[-1]
+    return tokens
+
+
+def _check_ops(path, kv_cache):
     ops = tflite_ops(path)
     assert "DYNAMIC_UPDATE_SLICE" in ops
     assert not [op for op in ops if op.startswith("FLEX")
                 or op in ("CUSTOM", "WHILE")], ops
+    # The cache is never sliced element by element (rank-5/6
+    # STRIDED_SLICE is a slow per-element copy on TFLite).
+    if kv_cache == "variables":
+        assert {"READ_VARIABLE", "ASSIGN_VARIABLE"} <= set(ops), ops
+
+
+@pytest.mark.parametrize("kv_cache", ["variables", "tensors"])
+def test_decoder_lm_on_device_equals_keras_greedy(kv_cache, tmp_path):
+    lm = models.decoder_lm(60, 40, num_layers=2, hidden_dim=32, num_heads=4,
+                           num_key_value_heads=2, dropout=0.0)
+    path = export_generator_tflite(lm, tmp_path / "lm.tflite", max_length=40,
+                                   kv_cache=kv_cache)
+    _check_ops(path, kv_cache)
     prompt = [3, 4, 5, 6, 7]
-    expected = models.generate(lm, [prompt], 32)[0].tolist()
+    expected = _recompute_greedy(lm, prompt, 32)
     assert _device_greedy(path, prompt, 32) == expected
+    # A second sequence in the same file starts afresh.
+    assert _device_greedy(path, [9, 8], 32) == _recompute_greedy(
+        lm, [9, 8], 32)
 
 
-def test_seq2seq_on_device_equals_keras_greedy(tmp_path):
+@pytest.mark.parametrize("kv_cache", ["variables", "tensors"])
+def test_seq2seq_on_device_equals_keras_greedy(kv_cache, tmp_path):
     model = models.seq2seq(30, 40, 8, 20, num_layers=1, hidden_dim=16,
                            num_heads=2, dropout=0.0, position="rotary")
     path = export_generator_tflite(model, tmp_path / "s2s.tflite",
-                                   max_length=20)
-    source = [5, 6, 7, 8, 9, 0, 0, 0]
-    expected = models.generate(model, [[1]], 19,
-                               encoder_token_ids=np.array([source]))
-    assert _device_greedy(path, [1], 19, source) == expected[0].tolist()
+                                   max_length=20, kv_cache=kv_cache)
+    _check_ops(path, kv_cache)
+    for source in ([5, 6, 7, 8, 9, 0, 0, 0], [11, 12, 0, 0, 0, 0, 0, 0]):
+        expected = _recompute_greedy(model, [1], 19, source)
+        assert _device_greedy(path, [1], 19, source) == expected
+
+
+def test_quantized_stateful_generator_converts(tmp_path):
+    lm = models.decoder_lm(60, 16, num_layers=1, hidden_dim=16, num_heads=2,
+                           dropout=0.0)
+    for quantization in ("float16", "dynamic_int8"):
+        path = export_generator_tflite(lm, tmp_path / f"{quantization}.tflite",
+                                       max_length=16,
+                                       quantization=quantization)
+        _check_ops(path, "variables")
+        assert len(_device_greedy(path, [3, 4], 8)) == 8
 
 
 def test_bad_arguments(tmp_path):
@@ -77,4 +123,7 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="quantization='int4'"):
         export_generator_tflite(lm, tmp_path / "x.tflite", max_length=8,
                                 quantization="int4")
+    with pytest.raises(ValueError, match="kv_cache='state'"):
+        export_generator_tflite(lm, tmp_path / "x.tflite", max_length=8,
+                                kv_cache="state")
     assert not (tmp_path / "x.tflite").exists()

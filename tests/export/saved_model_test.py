@@ -226,7 +226,9 @@ def test_module_helpers_are_consistent():
 def _recompute_greedy(model, prompt, new_tokens, source=None):
     """Independent reference: greedy decoding with the plain Keras forward
     pass over the whole window at every step (no cache), never id 0."""
-    length = model.inputs[-1].shape[1]
+    inputs = model.input
+    length = (inputs["decoder_token_ids"] if source is not None
+              else inputs).shape[1]
     buffer = np.zeros((1, length), "int32")
     buffer[0, :len(prompt)] = prompt
     tokens = []

@@ -189,6 +189,29 @@ def test_cross_attention_cache_used_as_is():
     assert_allclose(same_cache, cache, atol=0)
 
 
+def test_cache_as_key_value_pair_decodes_like_the_full_pass():
+    """The `(key_cache, value_cache)` form: same outputs as the full pass,
+    updated pair returned; a wrong pair is refused by name."""
+    layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
+    x = _x(2, 5, 8, seed=3)
+    full = to_numpy(layer(x, x, use_causal_mask=True))
+    cache = (np.zeros((2, 6, 2, 4), "float32"),
+             np.zeros((2, 6, 2, 4), "float32"))
+    steps = []
+    for i in range(5):
+        out, cache = layer(x[:, i:i + 1], x[:, i:i + 1], use_causal_mask=True,
+                           cache=cache, cache_update_index=i)
+        steps.append(to_numpy(out))
+    np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-5)
+    assert isinstance(cache, tuple) and len(cache) == 2
+    assert_allclose(cache[0][:, :5], layer.key_dense(x), atol=1e-6)
+    with pytest.raises(ValueError, match="tuple of length 3"):
+        layer(x, x, cache=cache + (cache[0],), cache_update_index=0)
+    with pytest.raises(ValueError, match="cache value_cache"):
+        layer(x, x, cache=(cache[0], np.zeros((2, 6, 3, 4), "float32")),
+              cache_update_index=0)
+
+
 def test_padded_query_rows_get_zero_attention():
     layer = MultiHeadAttention(num_heads=2, key_dim=4)
     x = _x(1, 4, 8)
