@@ -70,7 +70,10 @@ class MultiHeadAttention(keras.layers.Layer):
         training: bool. Enables dropout.
         use_causal_mask: bool. Whether to add a causal mask.
         cache: optional tensor `(B, 2, S, K, H)` of cached keys (index 0) and
-            values (index 1); needs `key_dim == value_dim`.
+            values (index 1), or a pair `(keys (B, S, K, H), values
+            (B, S, K, H))`, returned updated in the same form (the pair
+            avoids stacking copies, e.g. in TFLite); needs
+            `key_dim == value_dim`.
         cache_update_index: optional int or int tensor. Where the new keys and
             values are written into `cache`. `None` with a cache uses the
             cache as is (precomputed cross-attention keys).
