@@ -22,6 +22,26 @@ def flatten(outputs):
     return keras.tree.flatten(outputs)
 
 
+def recompute_greedy(model, prompt, new_tokens, source=None):
+    """Reference for generation: greedy decoding with the plain Keras
+    forward pass over the whole window at every step (no cache), never
+    id 0. `source`: the encoder ids of a seq2seq model."""
+    inputs = model.input
+    length = (inputs["decoder_token_ids"] if source is not None
+              else inputs).shape[1]
+    buffer = np.zeros((1, length), "int32")
+    buffer[0, :len(prompt)] = prompt
+    tokens = []
+    for index in range(len(prompt), len(prompt) + new_tokens):
+        inputs = buffer if source is None else {
+            "encoder_token_ids": np.asarray([source], "int32"),
+            "decoder_token_ids": buffer}
+        logits = to_numpy(model(inputs, training=False))[0, index - 1]
+        tokens.append(int(np.argmax(logits[1:])) + 1)
+        buffer[0, index] = tokens[-1]
+    return tokens
+
+
 def assert_allclose(actual, expected, atol=1e-5, rtol=1e-5, msg=""):
     np.testing.assert_allclose(
         to_numpy(actual), to_numpy(expected), atol=atol, rtol=rtol,

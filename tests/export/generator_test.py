@@ -8,6 +8,7 @@ import pytest
 from keras_attn import models
 from keras_attn.export import export_generator_tflite
 from keras_attn.export import tflite_ops
+from tests.test_case import recompute_greedy
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -46,25 +47,6 @@ def _device_greedy(path, prompt, new_tokens, source=None):
     return tokens
 
 
-def _recompute_greedy(model, prompt, new_tokens, source=None):
-    """Independent reference: greedy decoding with the plain Keras forward
-    pass over the whole window at every step (no cache), never id 0."""
-    inputs = model.input
-    length = (inputs["decoder_token_ids"] if source is not None
-              else inputs).shape[1]
-    buffer = np.zeros((1, length), "int32")
-    buffer[0, :len(prompt)] = prompt
-    tokens = []
-    for index in range(len(prompt), len(prompt) + new_tokens):
-        inputs = buffer if source is None else {
-            "encoder_token_ids": np.asarray([source], "int32"),
-            "decoder_token_ids": buffer}
-        logits = keras.ops.convert_to_numpy(model(inputs))[0, index - 1]
-        tokens.append(int(np.argmax(logits[1:])) + 1)
-        buffer[0, index] = tokens[-1]
-    return tokens
-
-
 def _check_ops(path, kv_cache):
     ops = tflite_ops(path)
     assert "DYNAMIC_UPDATE_SLICE" in ops
@@ -84,10 +66,10 @@ def test_decoder_lm_on_device_equals_keras_greedy(kv_cache, tmp_path):
                                    kv_cache=kv_cache)
     _check_ops(path, kv_cache)
     prompt = [3, 4, 5, 6, 7]
-    expected = _recompute_greedy(lm, prompt, 32)
+    expected = recompute_greedy(lm, prompt, 32)
     assert _device_greedy(path, prompt, 32) == expected
     # A second sequence in the same file starts afresh.
-    assert _device_greedy(path, [9, 8], 32) == _recompute_greedy(
+    assert _device_greedy(path, [9, 8], 32) == recompute_greedy(
         lm, [9, 8], 32)
 
 
@@ -99,7 +81,7 @@ def test_seq2seq_on_device_equals_keras_greedy(kv_cache, tmp_path):
                                    max_length=20, kv_cache=kv_cache)
     _check_ops(path, kv_cache)
     for source in ([5, 6, 7, 8, 9, 0, 0, 0], [11, 12, 0, 0, 0, 0, 0, 0]):
-        expected = _recompute_greedy(model, [1], 19, source)
+        expected = recompute_greedy(model, [1], 19, source)
         assert _device_greedy(path, [1], 19, source) == expected
 
 

@@ -18,6 +18,7 @@ from keras_attn.export import atomic
 from keras_attn.export import export_saved_model
 from keras_attn.export import saved_model
 from tests.test_case import assert_allclose
+from tests.test_case import recompute_greedy
 from tests.test_case import to_numpy
 
 pytestmark = pytest.mark.skipif(
@@ -223,25 +224,6 @@ def test_module_helpers_are_consistent():
     assert all(spec.shape == (1, LENGTH) for spec in specs.values())
 
 
-def _recompute_greedy(model, prompt, new_tokens, source=None):
-    """Independent reference: greedy decoding with the plain Keras forward
-    pass over the whole window at every step (no cache), never id 0."""
-    inputs = model.input
-    length = (inputs["decoder_token_ids"] if source is not None
-              else inputs).shape[1]
-    buffer = np.zeros((1, length), "int32")
-    buffer[0, :len(prompt)] = prompt
-    tokens = []
-    for index in range(len(prompt), len(prompt) + new_tokens):
-        inputs = buffer if source is None else {
-            "encoder_token_ids": np.asarray([source], "int32"),
-            "decoder_token_ids": buffer}
-        logits = to_numpy(model(inputs, training=False))[0, index - 1]
-        tokens.append(int(np.argmax(logits[1:])) + 1)
-        buffer[0, index] = tokens[-1]
-    return tokens
-
-
 def _saved_model_greedy(path, prompt, new_tokens, source=None):
     """The same loop a device runs on the TFLite generator, on the
     SavedModel's generation signatures."""
@@ -285,7 +267,7 @@ def test_generation_signatures_equal_uncached_keras_greedy(kind, tmp_path):
     prompt = [3, 4, 5]
     tokens, _ = _saved_model_greedy(path, prompt, LENGTH - len(prompt),
                                     source)
-    assert tokens == _recompute_greedy(model, prompt, LENGTH - len(prompt),
+    assert tokens == recompute_greedy(model, prompt, LENGTH - len(prompt),
                                        source)
 
 
