@@ -261,20 +261,10 @@ def export_command(args):
         print(f"SavedModel -> {path}")
         return path
     if args.format == "generator":
-        from keras_attn.export import generation_signatures
-
-        decoder = generation_signatures.generation_decoder(model)
-        if decoder is None:
-            raise ValueError(
-                "--format generator needs a model built by "
-                "keras_attn.models.decoder_lm or seq2seq. Received: "
-                f"{args.model}"
-            )
-        length = args.max_length or generation_signatures.default_max_length(
-            decoder)
-        path = export.export_generator_tflite(model, args.output, length,
-                                              quantization=quantization,
-                                              kv_cache=args.kv_cache)
+        path = export.export_generator_tflite(
+            model, args.output, args.max_length, quantization=quantization,
+            kv_cache=args.kv_cache)
+        length = args.max_length or "the model's sequence length"
         print(f"generator (prefill/decode, max_length {length}, KV cache "
               f"in {args.kv_cache}) -> {path}")
         print("ops: " + ", ".join(export.tflite_ops(path)))
@@ -351,17 +341,17 @@ def generate_command(args):
     if args.prompt:
         print(args.prompt, end="", flush=True)
 
-    printed = [bool(args.prompt)]
+    generated, shown = [], [""]
 
-    def stream(token):  # the runner's detokenize, one token at a time
+    def stream(token):  # print what the token adds to the detokenized text
         if token == stop:
             return
-        piece = tokenizer.id_to_token(token)
-        if printed[0] and len(piece) > 2 and piece.startswith("##"):
-            piece = piece[2:]
-        elif printed[0]:
+        generated.append(token)
+        text = tokenizer.detokenize(generated)
+        piece = text[len(shown[0]):]
+        if not shown[0] and args.prompt:
             piece = " " + piece
-        printed[0] = True
+        shown[0] = text
         print(piece, end="", flush=True)
 
     ids = generator.generate(

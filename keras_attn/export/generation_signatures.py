@@ -67,40 +67,71 @@ def check_max_length(decoder, max_length):
         )
 
 
-def default_max_length(decoder):
-    """The length of the model's (decoder) token input, or `None`."""
-    inputs = decoder.model.input
-    if isinstance(inputs, dict):
-        inputs = inputs["decoder_token_ids"]
-    return inputs.shape[1]
+def resolve_max_length(decoder, max_length):
+    """`max_length`, or by default the length of the model's (decoder)
+    token input; checked by `check_max_length`."""
+    if max_length is None:
+        inputs = decoder.model.input
+        if isinstance(inputs, dict):
+            inputs = inputs["decoder_token_ids"]
+        max_length = inputs.shape[1]
+        if max_length is None:
+            raise ValueError(
+                "The model's token input has no fixed length: pass "
+                "`max_length`, the cache length of the generation "
+                "signatures. Received: max_length=None"
+            )
+    check_max_length(decoder, max_length)
+    return max_length
 
 
-def input_signatures(decoder, max_length):
-    """`{signature name: [tf.TensorSpec, ...]}`, batch 1."""
+def _hidden_dim(decoder):
+    return decoder.head_dim * decoder.layers[0].num_heads
+
+
+def _token_specs(decoder, max_length):
+    """The id inputs every form shares: `{signature: [TensorSpec, ...]}`."""
     import tensorflow as tf
 
-    layers = len(decoder.layers)
-    cache = tf.TensorSpec(
-        (1, layers, 2, max_length, decoder.num_kv_heads, decoder.head_dim),
-        tf.float32, name="cache",
-    )
     specs = {
         "prefill": [tf.TensorSpec((1, max_length), tf.int32,
                                   name="token_ids"),
                     tf.TensorSpec((), tf.int32, name="length")],
-        "decode": [tf.TensorSpec((1, 1), tf.int32, name="token_id"), cache,
+        "decode": [tf.TensorSpec((1, 1), tf.int32, name="token_id"),
                    tf.TensorSpec((), tf.int32, name="index")],
     }
     if decoder.is_seq2seq:
+        specs["encode"] = [tf.TensorSpec(
+            (1, _source_length(decoder)), tf.int32, name="encoder_token_ids"
+        )]
+    return specs
+
+
+def _last_logits(decoder, hidden, length):
+    """Logits `(1, V)` of position `length - 1` only (the prompt's last)."""
+    last = ops.take(hidden, ops.reshape(length - 1, (1,)), axis=1)
+    return decoder.logits(last)[:, 0]
+
+
+def input_signatures(decoder, max_length):
+    """`{signature name: [tf.TensorSpec, ...]}` of the `"tensors"` form,
+    batch 1."""
+    import tensorflow as tf
+
+    layers = len(decoder.layers)
+    specs = _token_specs(decoder, max_length)
+    specs["decode"].insert(1, tf.TensorSpec(
+        (1, layers, 2, max_length, decoder.num_kv_heads, decoder.head_dim),
+        tf.float32, name="cache",
+    ))
+    if decoder.is_seq2seq:
         length = _source_length(decoder)
-        hidden = decoder.head_dim * decoder.layers[0].num_heads
-        encoder = [
-            tf.TensorSpec((1, length), tf.int32, name="encoder_token_ids"),
-            tf.TensorSpec((1, length, hidden), tf.float32, name="memory"),
+        encoder = specs["encode"] + [
+            tf.TensorSpec((1, length, _hidden_dim(decoder)), tf.float32,
+                          name="memory"),
             tf.TensorSpec((1, layers, 2, length, decoder.num_kv_heads,
                            decoder.head_dim), tf.float32, name="cross_cache"),
         ]
-        specs["encode"] = encoder[:1]
         specs["prefill"] += encoder
         specs["decode"] += encoder
     return specs
@@ -119,8 +150,8 @@ def endpoints(decoder, max_length):
         cache = decoder.init_cache(1, max_length)
         state = encoder_state(*encoder) if encoder else None
         _, hidden, cache = decoder.call_with_cache(token_ids, cache, 0, state)
-        last = ops.take(hidden, ops.reshape(length - 1, (1,)), axis=1)
-        return {"logits": decoder.logits(last)[:, 0], "cache": cache}
+        return {"logits": _last_logits(decoder, hidden, length),
+                "cache": cache}
 
     def decode(token_id, cache, index, *encoder):
         state = encoder_state(*encoder) if encoder else None
@@ -164,9 +195,9 @@ class _State:
         self.variables = [v for pair in self.caches for v in pair]
         if decoder.is_seq2seq:
             length = _source_length(decoder)
-            hidden = decoder.head_dim * decoder.layers[0].num_heads
             cross = (1, length, decoder.num_kv_heads, decoder.head_dim)
-            self.memory = variable((1, length, hidden), "memory")
+            self.memory = variable((1, length, _hidden_dim(decoder)),
+                                   "memory")
             self.source_mask = variable((1, length), "source_mask", "int32")
             self.cross = [
                 (variable(cross, f"cross_key_cache_{i}"),
@@ -195,8 +226,6 @@ class _State:
 def stateful_endpoints(decoder, max_length):
     """`(endpoints, input signatures, variables)` of the
     `kv_cache="variables"` form."""
-    import tensorflow as tf
-
     state = _State(decoder, max_length)
     layers = len(decoder.layers)
 
@@ -219,8 +248,7 @@ def stateful_endpoints(decoder, max_length):
             token_ids, empty, 0, state.encoder()
         )
         state.write(caches)
-        last = ops.take(hidden, ops.reshape(length - 1, (1,)), axis=1)
-        return {"logits": decoder.logits(last)[:, 0]}
+        return {"logits": _last_logits(decoder, hidden, length)}
 
     def decode(token_id, index):
         logits, _, caches = decoder.call_with_cache(
@@ -230,19 +258,9 @@ def stateful_endpoints(decoder, max_length):
         return {"logits": logits[:, 0]}
 
     functions = {"prefill": prefill, "decode": decode}
-    specs = {
-        "prefill": [tf.TensorSpec((1, max_length), tf.int32,
-                                  name="token_ids"),
-                    tf.TensorSpec((), tf.int32, name="length")],
-        "decode": [tf.TensorSpec((1, 1), tf.int32, name="token_id"),
-                   tf.TensorSpec((), tf.int32, name="index")],
-    }
     if decoder.is_seq2seq:
         functions["encode"] = encode
-        specs["encode"] = [tf.TensorSpec(
-            (1, _source_length(decoder)), tf.int32, name="encoder_token_ids"
-        )]
-    return functions, specs, state.variables
+    return functions, _token_specs(decoder, max_length), state.variables
 
 
 def add_generation_endpoints(archive, decoder, max_length,

@@ -21,15 +21,17 @@ from keras_attn.models.generation import CachedDecoder
 GENERATOR_QUANTIZATIONS = (None, "float16", "dynamic_int8")
 
 
-def export_generator_tflite(model, path, max_length, quantization=None,
+def export_generator_tflite(model, path, max_length=None, quantization=None,
                             kv_cache="variables"):
     """Exports a `decoder_lm` or `seq2seq` model for on-device generation.
 
     Args:
         model: a model built by `keras_attn.models.decoder_lm` or `seq2seq`.
         path: str. The .tflite file to write (atomically).
-        max_length: int. Cache length `M`: prompt plus generated tokens.
-            With learned positions at most the model's `sequence_length`.
+        max_length: int or `None`. Cache length `M`: prompt plus generated
+            tokens. With learned positions at most the model's
+            `sequence_length`. Defaults to the length of the model's
+            (decoder) token input.
         quantization: `None`, `"float16"` or `"dynamic_int8"`.
         kv_cache: `"variables"` (default): the cache stays inside the
             interpreter, and `decode` takes only the token and its index;
@@ -60,7 +62,7 @@ def export_generator_tflite(model, path, max_length, quantization=None,
     import tensorflow as tf
 
     decoder = CachedDecoder(model)
-    signatures.check_max_length(decoder, max_length)
+    max_length = signatures.resolve_max_length(decoder, max_length)
     if quantization not in GENERATOR_QUANTIZATIONS:
         raise ValueError(
             "Received an invalid value for argument `quantization`, expected "

@@ -180,17 +180,9 @@ def export_saved_model(model, path, max_length=None, verbose=False):
             f"model={model.name!r}"
         )
     if decoder is not None:
-        if max_length is None:
-            max_length = generation_signatures.default_max_length(decoder)
-        if max_length is None:
-            raise ValueError(
-                "The model's token input has no fixed length: pass "
-                "`max_length`, the cache length of the generation "
-                "signatures. Received: max_length=None"
-            )
-        generation_signatures.check_max_length(decoder, max_length)
         generation_signatures.add_generation_endpoints(
-            archive, decoder, max_length
+            archive, decoder,
+            generation_signatures.resolve_max_length(decoder, max_length),
         )
     with atomic.atomic_directory(path) as tmp:
         archive.write_out(tmp, verbose=verbose)
