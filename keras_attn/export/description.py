@@ -20,9 +20,12 @@ or `input_dim` (`keras.layers.Embedding` and its subclasses).
 
 import importlib
 import importlib.util
+import os
 
 import keras
 
+from keras_attn.export import atomic
+from keras_attn.export import flatbuffer
 from keras_attn.export.generation_signatures import has_decoder_layers
 from keras_attn.models.generation import make_sampler
 from keras_attn.version import __version__
@@ -255,13 +258,24 @@ def describe(kind, model_type, quantization, vocabulary=None,
     return description
 
 
-def embed(model_bytes, description):
-    """`(bytes, embedded)`: the .tflite with `description` in its metadata
-    (`keras_attn.export.metadata.embed`), or the bytes unchanged and
-    `False` where that module is not installed yet."""
+def write_file(path, model_bytes, description):
+    """Embeds `description` into the .tflite bytes (where
+    `keras_attn.export.metadata` is installed) and writes them to `path`
+    atomically.
+
+    Returns:
+        The fields every export report has: `path` (absolute),
+        `size_bytes`, `ops`, and `description` (`None` when nothing was
+        embedded).
+    """
     # Not installed yet is the only case handled here; an error inside the
     # module propagates.
     if importlib.util.find_spec("keras_attn.export.metadata") is None:
-        return model_bytes, False
-    metadata = importlib.import_module("keras_attn.export.metadata")
-    return metadata.embed(model_bytes, description), True
+        description = None
+    else:
+        metadata = importlib.import_module("keras_attn.export.metadata")
+        model_bytes = metadata.embed(model_bytes, description)
+    path = atomic.write_bytes(path, model_bytes)
+    return {"path": path, "size_bytes": os.path.getsize(path),
+            "ops": flatbuffer.op_names(model_bytes),
+            "description": description}

@@ -8,15 +8,11 @@ builtin DYNAMIC_UPDATE_SLICE, so there is no WHILE and no Flex op; every
 new token costs one decoder step instead of a pass over the whole window.
 """
 
-import os
-
 import keras
 import numpy as np
 
-from keras_attn.export import atomic
 from keras_attn.export import converter
 from keras_attn.export import description as description_lib
-from keras_attn.export import flatbuffer
 from keras_attn.export import generation_signatures as signatures
 from keras_attn.export import inputs as inputs_lib
 from keras_attn.export import report as report_lib
@@ -227,30 +223,22 @@ def export_generator_tflite(model, path, max_length=None, quantization=None,
     archive.track(model)
     names = signatures.add_generation_endpoints(archive, decoder, max_length,
                                                 kv_cache)
-    model_bytes = converter.convert(archive, names, quantization)
-    model_bytes, embedded = description_lib.embed(model_bytes, description)
-    path = atomic.write_bytes(path, model_bytes)
+    written = description_lib.write_file(
+        path, converter.convert(archive, names, quantization), description)
 
     measured = {"identical": 0, "encode_ms": None, "prefill_ms": None,
                 "decode_ms": None}
     if prompts:
         measured = report_lib.generator_parity(
-            model, path, prompts, sources, new_tokens, num_threads)
-    description = description if embedded else None
+            model, written["path"], prompts, sources, new_tokens,
+            num_threads)
     return report_lib.GeneratorReport(
-        path=path,
-        quantization=quantization,
-        size_bytes=os.path.getsize(path),
-        ops=flatbuffer.op_names(model_bytes),
-        model_type=model_type,
-        max_length=max_length,
-        source_length=source_length,
-        kv_cache=kv_cache,
-        prompts=len(prompts),
-        prompts_from=prompts_from,
+        quantization=quantization, model_type=model_type,
+        max_length=max_length, source_length=source_length,
+        kv_cache=kv_cache, prompts=len(prompts), prompts_from=prompts_from,
         new_tokens=new_tokens,
-        description=description,
-        next_command=report_lib.next_command(path, "generator", model_type,
-                                             description),
-        **measured,
+        next_command=report_lib.next_command(
+            written["path"], "generator", model_type,
+            written["description"]),
+        **written, **measured,
     )

@@ -99,7 +99,21 @@ def next_command(path, kind, model_type, description):
 
 
 @dataclasses.dataclass(frozen=True)
-class TFLiteReport:
+class _FileReport:
+    """What every export report says of its file; path-like
+    (`os.fspath(report)` is `report.path`)."""
+
+    path: str
+    quantization: str | None
+    size_bytes: int
+    ops: list
+
+    def __fspath__(self):
+        return self.path
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteReport(_FileReport):
     """What `export_tflite` produced and measured.
 
     Path-like: `os.fspath(report)` is `report.path`.
@@ -130,17 +144,10 @@ class TFLiteReport:
     ```
     """
 
-    path: str
-    quantization: str | None
-    size_bytes: int
-    ops: list
     max_abs_diff: float | None
     latency_ms_median: float | None
     description: dict | None = None
     next_command: str | None = None
-
-    def __fspath__(self):
-        return self.path
 
     def table(self):
         """Returns the report as a readable two-column text table."""
@@ -164,16 +171,13 @@ class TFLiteReport:
 
 
 @dataclasses.dataclass(frozen=True)
-class GeneratorReport:
+class GeneratorReport(_FileReport):
     """What `export_generator_tflite` produced and measured.
 
     Path-like: `os.fspath(report)` is `report.path`.
 
     Attributes:
-        path: str. Absolute path of the .tflite file.
-        quantization: str or `None`. The quantization used.
-        size_bytes: int. File size.
-        ops: list of str. Sorted op names in the file.
+        path, quantization, size_bytes, ops: as in `TFLiteReport`.
         model_type: str. `"decoder_lm"` or `"seq2seq"`.
         max_length: int. The cache length `M` (prompt plus new tokens).
         source_length: int or `None`. The encoder length (seq2seq).
@@ -202,15 +206,11 @@ class GeneratorReport:
         kv_cache="variables", prompts=3, prompts_from="random ids",
         new_tokens=16, identical=3, encode_ms=None, prefill_ms=0.41,
         decode_ms=0.12, description=None,
-        next_command='keras-attn generate /tmp/lm.tflite --prompt Hello')
+        next_command="keras-attn generate /tmp/lm.tflite --prompt Hello")
     print(report.table())
     ```
     """
 
-    path: str
-    quantization: str | None
-    size_bytes: int
-    ops: list
     model_type: str
     max_length: int
     source_length: int | None
@@ -224,9 +224,6 @@ class GeneratorReport:
     decode_ms: float | None
     description: dict | None
     next_command: str
-
-    def __fspath__(self):
-        return self.path
 
     def table(self):
         """Returns the report as a readable two-column text table."""

@@ -18,12 +18,8 @@ The conversion and the quantization modes are those of
 (`keras_attn.export.description`).
 """
 
-import os
-
-from keras_attn.export import atomic
 from keras_attn.export import converter
 from keras_attn.export import description as description_lib
-from keras_attn.export import flatbuffer
 from keras_attn.export import inputs as inputs_lib
 from keras_attn.export import report as report_lib
 from keras_attn.export.converter import QUANTIZATIONS
@@ -166,27 +162,22 @@ def export_tflite(
         sequence_length=(token_input.shape[1] if token_input is not None
                          and len(token_input.shape) == 2 else None),
     )
-    model_bytes = converter.convert(serving_archive(model, batch_size=1),
-                                    [SERVING_SIGNATURE], quantization,
-                                    examples)
-    model_bytes, embedded = description_lib.embed(model_bytes, description)
-    path = atomic.write_bytes(path, model_bytes)
+    written = description_lib.write_file(
+        path, converter.convert(serving_archive(model, batch_size=1),
+                                [SERVING_SIGNATURE], quantization, examples),
+        description)
 
     max_abs_diff = latency = None
     if batch is not None:
-        interpreter = report_lib.interpreter(path, num_threads)
+        interpreter = report_lib.interpreter(written["path"], num_threads)
         runner = interpreter.get_signature_runner(SERVING_SIGNATURE)
         max_abs_diff = report_lib.max_abs_diff(runner, model, batch)
         latency = report_lib.median_latency_ms(runner, batch, latency_runs)
-    description = description if embedded else None
     return TFLiteReport(
-        path=path,
-        quantization=quantization,
-        size_bytes=os.path.getsize(path),
-        ops=flatbuffer.op_names(model_bytes),
-        max_abs_diff=max_abs_diff,
+        quantization=quantization, max_abs_diff=max_abs_diff,
         latency_ms_median=latency,
-        description=description,
-        next_command=report_lib.next_command(path, "classifier", model_type,
-                                             description),
+        next_command=report_lib.next_command(
+            written["path"], "classifier", model_type,
+            written["description"]),
+        **written,
     )

@@ -68,8 +68,9 @@ def _check_ops(path, kv_cache):
 def test_decoder_lm_on_device_equals_keras_greedy(kv_cache, tmp_path):
     lm = models.decoder_lm(60, 40, num_layers=2, hidden_dim=32, num_heads=4,
                            num_key_value_heads=2, dropout=0.0)
+    # sample_prompts=[]: this test checks the parity itself.
     path = export_generator_tflite(lm, tmp_path / "lm.tflite", max_length=40,
-                                   kv_cache=kv_cache).path
+                                   kv_cache=kv_cache, sample_prompts=[]).path
     _check_ops(path, kv_cache)
     prompt = [3, 4, 5, 6, 7]
     expected = recompute_greedy(lm, prompt, 32)
@@ -84,7 +85,8 @@ def test_seq2seq_on_device_equals_keras_greedy(kv_cache, tmp_path):
     model = models.seq2seq(30, 40, 8, 20, num_layers=1, hidden_dim=16,
                            num_heads=2, dropout=0.0, position="rotary")
     path = export_generator_tflite(model, tmp_path / "s2s.tflite",
-                                   max_length=20, kv_cache=kv_cache).path
+                                   max_length=20, kv_cache=kv_cache,
+                                   sample_prompts=[]).path
     _check_ops(path, kv_cache)
     for source in ([5, 6, 7, 8, 9, 0, 0, 0], [11, 12, 0, 0, 0, 0, 0, 0]):
         expected = recompute_greedy(model, [1], 19, source)
@@ -97,7 +99,8 @@ def test_quantized_stateful_generator_converts(tmp_path):
     for quantization in ("float16", "dynamic_int8"):
         path = export_generator_tflite(lm, tmp_path / f"{quantization}.tflite",
                                        max_length=16,
-                                       quantization=quantization).path
+                                       quantization=quantization,
+                                       sample_prompts=[]).path
         _check_ops(path, "variables")
         assert len(_device_greedy(path, [3, 4], 8)) == 8
 
@@ -236,6 +239,7 @@ def test_vocabularies_are_checked_against_both_embeddings(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.large
 def test_seq2seq_report_translates_sample_sources_like_keras(tmp_path):
     """`sample_prompts` of a seq2seq model are sources, cut or padded to
     the encoder length; the decoder starts from [BOS] (id 2 here)."""
