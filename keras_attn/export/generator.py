@@ -31,7 +31,6 @@ _WHY_NOT_INT8 = (
 # tokens per prompt.
 MAX_SAMPLE_PROMPTS = 16
 MAX_NEW_TOKENS = 16
-_RANDOM_PROMPTS = 3
 
 
 def _source_ids(rows, source_length):
