@@ -30,24 +30,7 @@ from ai_edge_litert.interpreter import Interpreter
 from keras_attn import models
 from keras_attn.export import export_generator_tflite
 from keras_attn.export import export_tflite
-
-
-def cached_greedy(interpreter, prompt, new_tokens):
-    prefill = interpreter.get_signature_runner("prefill")
-    decode = interpreter.get_signature_runner("decode")
-    max_length = prefill.get_input_details()["token_ids"]["shape"][1]
-    buffer = np.zeros((1, max_length), "int32")
-    buffer[0, : len(prompt)] = prompt
-    stateful = "cache" not in decode.get_input_details()
-    out = prefill(token_ids=buffer, length=np.array(len(prompt), "int32"))
-    tokens = []
-    for index in range(len(prompt), len(prompt) + new_tokens):
-        token = int(np.argmax(out["logits"][0, 1:])) + 1
-        tokens.append(token)
-        cache = {} if stateful else {"cache": out["cache"]}
-        out = decode(token_id=np.array([[token]], "int32"),
-                     index=np.array(index, "int32"), **cache)
-    return tokens
+from keras_attn.export.report import greedy_generate
 
 
 def recompute_greedy(interpreter, prompt, new_tokens, max_length):
@@ -66,9 +49,12 @@ def recompute_greedy(interpreter, prompt, new_tokens, max_length):
 def measure(model, quantization, kv_cache, prompt, args, directory):
     """Tokens/s of both files for one quantization; asserts equal tokens."""
     name = quantization or "float32"
+    # No parity check in the export: this benchmark checks the tokens
+    # against the full recompute itself.
     cached_path = export_generator_tflite(
         model, os.path.join(directory, f"cached_{name}_{kv_cache}.tflite"),
-        args.max_length, quantization=quantization, kv_cache=kv_cache)
+        args.max_length, quantization=quantization, kv_cache=kv_cache,
+        sample_prompts=[]).path
     full = export_tflite(model, os.path.join(directory, f"full_{name}.tflite"),
                          quantization=quantization)
     cached = Interpreter(model_path=cached_path, num_threads=1)
@@ -77,8 +63,8 @@ def measure(model, quantization, kv_cache, prompt, args, directory):
     outputs = {}
     for _ in range(args.repeats):
         for kind, fn in (
-            ("cached", lambda: cached_greedy(cached, prompt,
-                                             args.new_tokens)),
+            ("cached", lambda: greedy_generate(cached, prompt,
+                                               args.new_tokens)[0]),
             ("recompute", lambda: recompute_greedy(
                 recompute, prompt, args.new_tokens, args.max_length)),
         ):

@@ -37,17 +37,31 @@ repeatedly pick a token from the logits and `decode` it at the next index.
 
 from keras import ops
 
+from keras_attn.layers import TransformerDecoder
 from keras_attn.models.generation import CachedDecoder
 
 KV_CACHES = ("variables", "tensors")
 
 
 def generation_decoder(model):
-    """`CachedDecoder(model)` for a `decoder_lm` or `seq2seq`, else `None`."""
-    try:
-        return CachedDecoder(model)
-    except (TypeError, ValueError):
+    """`CachedDecoder(model)` for a model with `TransformerDecoder` layers,
+    else `None`.
+
+    Raises:
+        ValueError: from `CachedDecoder`, for a model with decoder layers
+            that it cannot run (not laid out as `keras_attn.models.decoder_lm`
+            or `seq2seq` build it).
+    """
+    if not has_decoder_layers(model):
         return None
+    return CachedDecoder(model)
+
+
+def has_decoder_layers(model):
+    """Whether `model` has `TransformerDecoder` layers (at its top level):
+    a model that generates."""
+    return any(isinstance(layer, TransformerDecoder)
+               for layer in model.layers)
 
 
 def check_max_length(decoder, max_length):
@@ -102,7 +116,7 @@ def _token_specs(decoder, max_length):
     }
     if decoder.is_seq2seq:
         specs["encode"] = [tf.TensorSpec(
-            (1, _source_length(decoder)), tf.int32, name="encoder_token_ids"
+            (1, source_length(decoder)), tf.int32, name="encoder_token_ids"
         )]
     return specs
 
@@ -125,7 +139,7 @@ def input_signatures(decoder, max_length):
         tf.float32, name="cache",
     ))
     if decoder.is_seq2seq:
-        length = _source_length(decoder)
+        length = source_length(decoder)
         encoder = specs["encode"] + [
             tf.TensorSpec((1, length, _hidden_dim(decoder)), tf.float32,
                           name="memory"),
@@ -165,7 +179,8 @@ def endpoints(decoder, max_length):
     return functions
 
 
-def _source_length(decoder):
+def source_length(decoder):
+    """The encoder input length `E` of a seq2seq model."""
     length = getattr(decoder.encoder_embedding, "sequence_length", None)
     if length is None:  # rotary: the model input fixes the length
         length = decoder.model.input["encoder_token_ids"].shape[1]
@@ -194,7 +209,7 @@ class _State:
         ]
         self.variables = [v for pair in self.caches for v in pair]
         if decoder.is_seq2seq:
-            length = _source_length(decoder)
+            length = source_length(decoder)
             cross = (1, length, decoder.num_kv_heads, decoder.head_dim)
             self.memory = variable((1, length, _hidden_dim(decoder)),
                                    "memory")
@@ -263,15 +278,20 @@ def stateful_endpoints(decoder, max_length):
     return functions, _token_specs(decoder, max_length), state.variables
 
 
-def add_generation_endpoints(archive, decoder, max_length,
-                             kv_cache="tensors"):
-    """Adds the generation endpoints to a `keras.export.ExportArchive`
-    that tracks the model; returns their names."""
+def check_kv_cache(kv_cache):
+    """Raises a ValueError unless `kv_cache` is one of `KV_CACHES`."""
     if kv_cache not in KV_CACHES:
         raise ValueError(
             "Received an invalid value for argument `kv_cache`, expected "
             f"one of {KV_CACHES}. Received: kv_cache={kv_cache!r}"
         )
+
+
+def add_generation_endpoints(archive, decoder, max_length,
+                             kv_cache="tensors"):
+    """Adds the generation endpoints to a `keras.export.ExportArchive`
+    that tracks the model; returns their names."""
+    check_kv_cache(kv_cache)
     if kv_cache == "tensors":
         specs = input_signatures(decoder, max_length)
         functions = endpoints(decoder, max_length)

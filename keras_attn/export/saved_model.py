@@ -16,6 +16,7 @@ TensorFlow backend only: a SavedModel is a TensorFlow graph.
 """
 
 import os
+import warnings
 
 import keras
 
@@ -120,7 +121,9 @@ def export_saved_model(model, path, max_length=None, verbose=False):
     `export_generator_tflite(..., kv_cache="tensors")` (stateless: the
     cache goes in and out of every call; see
     `keras_attn.export.generation_signatures`), so one generation loop
-    serves both files.
+    serves both files. A model of its own with `TransformerDecoder`
+    layers that `keras_attn.models.generation.CachedDecoder` cannot run
+    gets `serving_default` only, with a warning that says why.
 
     The export is written into a hidden temporary directory next to `path`
     and renamed into place only when complete, so an interrupted export
@@ -171,7 +174,17 @@ def export_saved_model(model, path, max_length=None, verbose=False):
     """
     check_exportable(model)
     archive = serving_archive(model)
-    decoder = generation_signatures.generation_decoder(model)
+    try:
+        decoder = generation_signatures.generation_decoder(model)
+    except ValueError as e:
+        if max_length is not None:
+            raise
+        # A model of its own with decoder layers: it still serves; say
+        # why it gets no generation signatures.
+        warnings.warn(
+            f"The SavedModel of model={model.name!r} gets `serving_default` "
+            f"only, no generation signatures: {e}", stacklevel=2)
+        decoder = None
     if decoder is None and max_length is not None:
         raise ValueError(
             "`max_length` sets the cache of the generation signatures, "

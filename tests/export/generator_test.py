@@ -1,11 +1,17 @@
 """On-device generation: the prefill/decode TFLite file, run with
 ai-edge-litert and NumPy only, returns exactly Keras's greedy tokens."""
 
+import inspect
+import os
+import re
+
 import keras
 import numpy as np
 import pytest
 
 from keras_attn import models
+from keras_attn.export import GENERATOR_QUANTIZATIONS
+from keras_attn.export import GeneratorReport
 from keras_attn.export import export_generator_tflite
 from keras_attn.export import tflite_ops
 from tests.test_case import recompute_greedy
@@ -62,8 +68,9 @@ def _check_ops(path, kv_cache):
 def test_decoder_lm_on_device_equals_keras_greedy(kv_cache, tmp_path):
     lm = models.decoder_lm(60, 40, num_layers=2, hidden_dim=32, num_heads=4,
                            num_key_value_heads=2, dropout=0.0)
+    # sample_prompts=[]: this test checks the parity itself.
     path = export_generator_tflite(lm, tmp_path / "lm.tflite", max_length=40,
-                                   kv_cache=kv_cache)
+                                   kv_cache=kv_cache, sample_prompts=[]).path
     _check_ops(path, kv_cache)
     prompt = [3, 4, 5, 6, 7]
     expected = recompute_greedy(lm, prompt, 32)
@@ -78,7 +85,8 @@ def test_seq2seq_on_device_equals_keras_greedy(kv_cache, tmp_path):
     model = models.seq2seq(30, 40, 8, 20, num_layers=1, hidden_dim=16,
                            num_heads=2, dropout=0.0, position="rotary")
     path = export_generator_tflite(model, tmp_path / "s2s.tflite",
-                                   max_length=20, kv_cache=kv_cache)
+                                   max_length=20, kv_cache=kv_cache,
+                                   sample_prompts=[]).path
     _check_ops(path, kv_cache)
     for source in ([5, 6, 7, 8, 9, 0, 0, 0], [11, 12, 0, 0, 0, 0, 0, 0]):
         expected = recompute_greedy(model, [1], 19, source)
@@ -91,7 +99,8 @@ def test_quantized_stateful_generator_converts(tmp_path):
     for quantization in ("float16", "dynamic_int8"):
         path = export_generator_tflite(lm, tmp_path / f"{quantization}.tflite",
                                        max_length=16,
-                                       quantization=quantization)
+                                       quantization=quantization,
+                                       sample_prompts=[]).path
         _check_ops(path, "variables")
         assert len(_device_greedy(path, [3, 4], 8)) == 8
 
@@ -108,4 +117,165 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="kv_cache='state'"):
         export_generator_tflite(lm, tmp_path / "x.tflite", max_length=8,
                                 kv_cache="state")
+    # Static int8 is export_tflite's; the error lists what generators take.
+    assert "int8" not in GENERATOR_QUANTIZATIONS
+    with pytest.raises(ValueError, match="quantization='int8'") as error:
+        export_generator_tflite(lm, tmp_path / "x.tflite", max_length=8,
+                                quantization="int8")
+    for choice in GENERATOR_QUANTIZATIONS:
+        assert repr(choice) in str(error.value)
+    assert "dynamic_int8" in str(error.value)
     assert not (tmp_path / "x.tflite").exists()
+
+
+VOCABULARY = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"] + [f"w{i}" for i in range(56)]
+
+
+@pytest.fixture(scope="module")
+def lm_export(tmp_path_factory):
+    """A float32 LM file exported with its vocabulary and sample prompts
+    of the model's full length (N=4, L=24): some padded, one unpadded."""
+    lm = models.decoder_lm(60, 24, num_layers=1, hidden_dim=16, num_heads=2,
+                           dropout=0.0)
+    rng = np.random.default_rng(3)
+    prompts = rng.integers(1, 60, (4, 24)).astype("int32")
+    for row, length in zip(prompts, (3, 7, 24, 1)):
+        row[length:] = 0
+    path = tmp_path_factory.mktemp("generator") / "lm.tflite"
+    report = export_generator_tflite(lm, path, vocabulary=VOCABULARY,
+                                     sample_prompts=prompts)
+    return dict(lm=lm, prompts=prompts, report=report, path=str(path))
+
+
+def _cut(prompts, room):
+    """The prompts the report runs: tokens before the padding, at most
+    `room` of them."""
+    return [[int(t) for t in row[:room] if t] for row in prompts]
+
+
+def test_report_describes_the_file_and_its_greedy_parity(lm_export):
+    report, path, lm = lm_export["report"], lm_export["path"], lm_export["lm"]
+    assert report.path == os.path.abspath(path)
+    assert os.fspath(report) == report.path  # path-like
+    assert report.size_bytes == os.path.getsize(path)
+    assert report.ops == tflite_ops(report)
+    assert (report.model_type, report.max_length, report.kv_cache,
+            report.source_length) == ("decoder_lm", 24, "variables", None)
+    # max_length 24: 12 new tokens, so prompts are cut to 12 tokens.
+    assert report.new_tokens == 12
+    assert (report.prompts, report.prompts_from) == (4, "sample_prompts")
+    expected = 0
+    for prompt in _cut(lm_export["prompts"], 12):
+        expected += _device_greedy(path, prompt, 12) == recompute_greedy(
+            lm, prompt, 12)
+    assert report.identical == expected == 4
+    assert report.prefill_ms > 0 and report.decode_ms > 0
+    assert report.encode_ms is None
+    table = report.table()
+    for text in (report.path, "4/4 prompts (sample_prompts)",
+                 "12 new tokens", "max_length 24", "ms/token",
+                 report.next_command):
+        assert text in table, table
+
+
+def test_next_command_runs_the_file_with_what_it_lacks(lm_export):
+    report = lm_export["report"]
+    command = f"keras-attn generate {report.path} --prompt Hello"
+    if report.description is None:  # no metadata writer: no vocabulary
+        command += " --vocabulary vocabulary.txt"
+    assert report.next_command == command
+
+
+def test_parity_counts_prompts_where_keras_disagrees(lm_export):
+    """The report's comparison against a model with other weights: its
+    count equals an independent recount, and is below the prompt count."""
+    from keras_attn.export import report as report_lib
+
+    other = models.decoder_lm(60, 24, num_layers=1, hidden_dim=16,
+                              num_heads=2, dropout=0.0)
+    prompts = _cut(lm_export["prompts"], 12)
+    found = report_lib.generator_parity(other, lm_export["path"], prompts,
+                                        None, 12)
+    expected = sum(
+        _device_greedy(lm_export["path"], prompt, 12) == recompute_greedy(
+            other, prompt, 12) for prompt in prompts)
+    assert found["identical"] == expected < len(prompts)
+
+
+def test_sample_prompts_are_integer_ids_of_the_vocabulary(tmp_path):
+    lm = models.decoder_lm(60, 16, num_layers=1, hidden_dim=16, num_heads=2)
+    path = tmp_path / "x.tflite"
+    with pytest.raises(TypeError, match=r"`sample_prompts` must hold "
+                       r"integer token ids\. Received: .*dtype=float32"):
+        export_generator_tflite(lm, path, sample_prompts=np.ones(
+            (2, 4), "float32"))
+    with pytest.raises(ValueError, match=r"ids outside \[0, 60\).*max=60"):
+        export_generator_tflite(lm, path, sample_prompts=[[5, 60]])
+    with pytest.raises(ValueError, match=r"empty rows: \[1\]"):
+        export_generator_tflite(lm, path, sample_prompts=[[5, 6], [0, 7]])
+    with pytest.raises(ValueError, match=r"shape \(N, L\)"):
+        export_generator_tflite(lm, path, sample_prompts=np.ones((1, 2, 3),
+                                                                 int))
+    assert os.listdir(tmp_path) == []
+
+
+def test_vocabularies_are_checked_against_both_embeddings(tmp_path):
+    model = models.seq2seq(30, 40, 8, 20, num_layers=1, hidden_dim=16,
+                           num_heads=2)
+    path = tmp_path / "x.tflite"
+    target = [f"t{i}" for i in range(40)]
+    with pytest.raises(ValueError, match=r"`source_vocabulary`, expected "
+                       r"30 entries .*Received: source_vocabulary with 40"):
+        export_generator_tflite(model, path, vocabulary=target,
+                                source_vocabulary=target)
+    with pytest.raises(ValueError, match=r"`vocabulary`, expected 40 "
+                       r"entries .*Received: vocabulary with 30"):
+        export_generator_tflite(model, path, vocabulary=target[:30])
+    with pytest.raises(TypeError, match="`vocabulary`, expected a list"):
+        export_generator_tflite(model, path, vocabulary="vocabulary.txt")
+    lm = models.decoder_lm(40, 16, num_layers=1, hidden_dim=16, num_heads=2)
+    with pytest.raises(ValueError, match="no `encoder_token_ids` input"):
+        export_generator_tflite(lm, path, source_vocabulary=target)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.large
+def test_seq2seq_report_translates_sample_sources_like_keras(tmp_path):
+    """`sample_prompts` of a seq2seq model are sources, cut or padded to
+    the encoder length; the decoder starts from [BOS] (id 2 here)."""
+    model = models.seq2seq(30, 40, 8, 12, num_layers=1, hidden_dim=16,
+                           num_heads=2, dropout=0.0)
+    sources = [[5, 6, 7], list(range(1, 12))]
+    report = export_generator_tflite(
+        model, tmp_path / "s2s.tflite", kv_cache="tensors",
+        sample_prompts=sources, num_threads=2)
+    assert (report.model_type, report.source_length, report.new_tokens,
+            report.prompts) == ("seq2seq", 8, 11, 2)
+    expected = 0
+    for source in sources:
+        padded = (source + [0] * 8)[:8]
+        expected += _device_greedy(report.path, [2], 11, padded) == (
+            recompute_greedy(model, [2], 11, padded))
+    assert report.identical == expected == 2
+    assert report.encode_ms > 0
+    assert report.next_command.startswith(
+        f"keras-attn generate {report.path} --source Hello")
+
+
+def test_empty_sample_prompts_skip_the_parity_check(tmp_path):
+    lm = models.decoder_lm(60, 16, num_layers=1, hidden_dim=16, num_heads=2)
+    report = export_generator_tflite(lm, tmp_path / "lm.tflite",
+                                     sample_prompts=[])
+    assert (report.prompts, report.identical) == (0, 0)
+    assert report.prefill_ms is None and report.decode_ms is None
+    assert "greedy parity  not measured" in report.table()
+
+
+FENCE = re.compile(r"```python\n(.*?)```", re.S)
+
+
+@pytest.mark.parametrize("obj", [export_generator_tflite, GeneratorReport],
+                         ids=lambda obj: obj.__name__)
+def test_docstring_example_runs(obj):
+    (code,) = FENCE.findall(inspect.getdoc(obj))
+    exec(compile(code, "<example>", "exec"), {})

@@ -296,3 +296,27 @@ def test_generation_max_length_is_checked(tmp_path):
     with pytest.raises(ValueError, match="only models built by"):
         export_saved_model(classifier, tmp_path / "c", max_length=8)
     assert os.listdir(tmp_path) == []
+
+
+def test_decoder_model_of_its_own_gets_serving_and_a_warning(tmp_path):
+    """A model with decoder layers that `CachedDecoder` cannot run (not
+    laid out as the builders lay it out) still exports `serving_default`,
+    and the warning says why it gets no generation signatures; with an
+    explicit `max_length` that reason is the error."""
+    import tensorflow as tf
+
+    ids = keras.Input((LENGTH,), dtype="int32", name="token_ids")
+    x = keras.layers.Embedding(VOCABULARY, 16, name="tokens")(ids)
+    x = keras_attn.layers.TransformerDecoder(32, 2, name="block")(x)
+    model = keras.Model(ids, keras.layers.Dense(VOCABULARY)(x))
+    with pytest.warns(UserWarning, match="`serving_default` only, no "
+                      "generation signatures: .*decoder_embedding"):
+        path = export_saved_model(model, tmp_path / "own")
+    inputs = sample_inputs("decoder_lm")
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default"}
+    (outputs,) = loaded.signatures["serving_default"](
+        token_ids=inputs).values()
+    assert_allclose(outputs, model(inputs), atol=1e-5)
+    with pytest.raises(ValueError, match="decoder_embedding"):
+        export_saved_model(model, tmp_path / "again", max_length=8)

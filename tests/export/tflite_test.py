@@ -19,8 +19,8 @@ from keras_attn.export import QUANTIZATIONS
 from keras_attn.export import TFLiteReport
 from keras_attn.export import UnsupportedOpsError
 from keras_attn.export import atomic
+from keras_attn.export import converter
 from keras_attn.export import export_tflite
-from keras_attn.export import tflite
 from keras_attn.export import tflite_ops
 from tests.export.saved_model_test import KINDS
 from tests.export.saved_model_test import as_named
@@ -144,7 +144,7 @@ def test_int8_keeps_attention_scores_in_float(tmp_path, monkeypatch):
     """Masking fills scores with a huge negative number; sharing one int8
     scale with it would flatten the attention, so softmax runs in float.
     An output layer over the size limit is int8 like the others."""
-    monkeypatch.setattr(tflite, "INT8_FLOAT_OUTPUT_MAX_WEIGHTS", 0)
+    monkeypatch.setattr(converter, "INT8_FLOAT_OUTPUT_MAX_WEIGHTS", 0)
     report = export_tflite(
         build_model("decoder_lm"), tmp_path / "model.tflite",
         quantization="int8",
@@ -232,7 +232,7 @@ def test_converter_error_messages_are_parsed():
         "TF Select ops: MatrixDeterminant, Svd\n"
         "Custom ops: BesselI0e\n"
     )
-    assert tflite._ops_in_converter_error(message) == [
+    assert converter.ops_in_converter_error(message) == [
         "BesselI0e", "Igamma", "MatrixDeterminant", "Svd"]
 
 
@@ -252,18 +252,18 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
 def test_failed_conversion_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "model.tflite"
     path.write_bytes(b"previous")
-    real_converter = tflite._converter
+    real_converter = converter._tf_converter
 
     def convert():
         raise RuntimeError("converter crashed")
 
-    def converter(*args):
+    def patched(*args):
         # `from_saved_model` returns a subclass: patch the instance.
         instance = real_converter(*args)
         monkeypatch.setattr(instance, "convert", convert)
         return instance
 
-    monkeypatch.setattr(tflite, "_converter", converter)
+    monkeypatch.setattr(converter, "_tf_converter", patched)
     with pytest.raises(RuntimeError, match="converter crashed"):
         export_tflite(build_model("decoder_lm"), path)
     assert os.listdir(tmp_path) == ["model.tflite"]

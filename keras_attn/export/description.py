@@ -1,0 +1,281 @@
+"""What a .tflite written by keras_attn says about itself.
+
+Every exporter builds a description of its file (format `keras_attn/1`,
+the contract in `keras_attn.export.metadata`): the kind of file
+(`"classifier"`: one `serving_default` signature; `"generator"`:
+`prefill`/`decode`), the model type, the lengths, the quantization, and
+what the caller gives: the vocabularies with their special tokens, the
+class names and the generation defaults. It is embedded into the
+flatbuffer's metadata, so the command line and the device runtime need
+only the model path.
+
+What is given is checked against the Keras model before the conversion
+starts: a vocabulary must have as many tokens as the embedding that reads
+the token input has rows (the decoder's and the encoder's separately for
+seq2seq), and the class names as many entries as the classifier has
+outputs. The embedding is found by structure: the layer the token input
+feeds, whose rows are its `vocabulary_size` (`TokenAndPositionEmbedding`)
+or `input_dim` (`keras.layers.Embedding` and its subclasses).
+"""
+
+import importlib
+import importlib.util
+import os
+
+import keras
+
+from keras_attn.export import atomic
+from keras_attn.export import flatbuffer
+from keras_attn.export.generation_signatures import has_decoder_layers
+from keras_attn.models.generation import make_sampler
+from keras_attn.version import __version__
+
+FORMAT = "keras_attn/1"
+# The keys of `special_tokens`, in the order of keras_attn.data's
+# RESERVED_TOKENS (ids 0 to 3 of every vocabulary it makes).
+SPECIAL_TOKEN_KEYS = ("pad", "unk", "bos", "eos")
+GENERATION_KEYS = ("sampler", "temperature", "top_k", "top_p",
+                   "repetition_penalty", "no_repeat_ngram_size",
+                   "start_token", "stop_token")
+
+
+def token_inputs(model):
+    """`{argument: input tensor}`: the token input each vocabulary argument
+    describes (`vocabulary`: the (decoder) tokens; `source_vocabulary`:
+    a seq2seq model's encoder tokens)."""
+    inputs = model.input
+    if isinstance(inputs, dict) and "decoder_token_ids" in inputs:
+        found = {"vocabulary": inputs["decoder_token_ids"]}
+        if "encoder_token_ids" in inputs:
+            found["source_vocabulary"] = inputs["encoder_token_ids"]
+        return found
+    flat = keras.tree.flatten(inputs)
+    return {"vocabulary": flat[0]} if len(flat) == 1 else {}
+
+
+def embedding_rows(model, tensor):
+    """Rows of the embedding that `tensor` (a model input) feeds, or `None`
+    when no layer with a token table reads it directly."""
+    for layer in model.layers:
+        try:
+            consumed = layer.input
+        except (AttributeError, ValueError):  # a layer that was never called
+            continue
+        if consumed is tensor and table_rows(layer) is not None:
+            return table_rows(layer)
+    return None
+
+
+def table_rows(layer):
+    """The token count of an embedding layer (`vocabulary_size` of
+    `TokenAndPositionEmbedding`, `input_dim` of `keras.layers.Embedding`
+    and its subclasses), or `None` for another layer."""
+    rows = getattr(layer, "vocabulary_size", None)
+    if rows is None:
+        rows = getattr(layer, "input_dim", None)
+    return None if rows is None else int(rows)
+
+
+def vocabulary_sizes(model):
+    """`{input name: embedding rows}` for the token inputs whose embedding
+    is found (used to range-check sample ids)."""
+    sizes = {}
+    for tensor in token_inputs(model).values():
+        rows = embedding_rows(model, tensor)
+        if rows is not None:
+            sizes[tensor.name] = rows
+    return sizes
+
+
+def _check_tokens(value, name):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise TypeError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            "list of str (e.g. keras_attn.data.load_vocabulary(path)). "
+            f"Received: {name} of type {type(value).__name__}"
+        )
+    value = list(value)
+    bad = [token for token in value if not isinstance(token, str)]
+    if bad or not value:
+        raise TypeError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"non-empty list of str. Received: {name} holding {bad[:3]!r}"
+        )
+    return value
+
+
+def _check_size(value, name, expected, what):
+    if expected is not None and len(value) != expected:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected "
+            f"{expected} entries ({what}). Received: {name} with "
+            f"{len(value)} entries"
+        )
+
+
+def check_vocabularies(model, vocabulary=None, source_vocabulary=None):
+    """Returns the vocabularies as lists, checked against `model`.
+
+    Raises:
+        TypeError: if one is not a list of str.
+        ValueError: if its size is not the embedding's row count, or a
+            source vocabulary is given for a model without an encoder.
+    """
+    inputs = token_inputs(model)
+    checked = {}
+    for name, value in (("vocabulary", vocabulary),
+                        ("source_vocabulary", source_vocabulary)):
+        if value is None:
+            continue
+        value = _check_tokens(value, name)
+        if name not in inputs:
+            raise ValueError(
+                f"`{name}` describes the encoder input of a seq2seq model; "
+                f"model={model.name!r} has no `encoder_token_ids` input. "
+                f"Received: {name} with {len(value)} entries"
+            )
+        rows = embedding_rows(model, inputs[name])
+        _check_size(value, name, rows,
+                    f"the rows of the embedding that reads "
+                    f"`{inputs[name].name}`")
+        checked[name] = value
+    return checked.get("vocabulary"), checked.get("source_vocabulary")
+
+
+def check_class_names(model, class_names):
+    """Returns `class_names` as a list, as many as `model` has outputs."""
+    if class_names is None:
+        return None
+    class_names = _check_tokens(class_names, "class_names")
+    shape = tuple(model.output.shape) if len(model.outputs) == 1 else ()
+    if len(shape) != 2:
+        raise ValueError(
+            "`class_names` name the outputs of a classifier, whose output "
+            f"has shape (batch, classes). Received: class_names for "
+            f"model={model.name!r} with outputs "
+            f"{[tuple(t.shape) for t in model.outputs]}"
+        )
+    _check_size(class_names, "class_names", shape[1],
+                "the width of the model's output")
+    return class_names
+
+
+def check_generation_config(config, vocabulary=None):
+    """Returns a copy of the generation defaults, checked: known keys, a
+    valid sampler (`keras_attn.models.generation.make_sampler`), and
+    start/stop tokens from `vocabulary` when it is given."""
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise TypeError(
+            "Received an invalid value for argument `generation_config`, "
+            "expected a dict. Received: generation_config of type "
+            f"{type(config).__name__}"
+        )
+    unknown = sorted(set(config) - set(GENERATION_KEYS))
+    if unknown:
+        raise ValueError(
+            "Received an invalid value for argument `generation_config`, "
+            f"expected keys among {GENERATION_KEYS}. Received unknown "
+            f"keys: {unknown}"
+        )
+    settings = {key: config[key] for key in
+                ("temperature", "top_k", "top_p") if key in config}
+    make_sampler(config.get("sampler", "greedy"), **settings)
+    for key in ("start_token", "stop_token"):
+        token = config.get(key)
+        if token is not None and vocabulary is not None and (
+            token not in vocabulary
+        ):
+            raise ValueError(
+                f"`generation_config[{key!r}]` must be a token of "
+                f"`vocabulary`. Received: {key}={token!r}"
+            )
+    return dict(config)
+
+
+def model_type(model):
+    """By structure: `"seq2seq"` or `"decoder_lm"` for a model with
+    `TransformerDecoder` layers (with or without an encoder input),
+    `"encoder_classifier"` for a model from one input to
+    `(batch, classes)`, else `"other"`."""
+    if has_decoder_layers(model):
+        if "source_vocabulary" in token_inputs(model):
+            return "seq2seq"
+        return "decoder_lm"
+    if len(keras.tree.flatten(model.input)) == 1 and len(
+            model.outputs) == 1 and len(model.output.shape) == 2:
+        return "encoder_classifier"
+    return "other"
+
+
+def describe(kind, model_type, quantization, vocabulary=None,
+             source_vocabulary=None, lowercase=True, class_names=None,
+             generation_config=None, **lengths):
+    """The description dict of an exported file (format `keras_attn/1`).
+
+    Args:
+        kind: `"classifier"` or `"generator"`.
+        model_type: from `model_type`.
+        quantization: the quantization of the file.
+        vocabulary, source_vocabulary, class_names, generation_config:
+            already checked against the model (`check_vocabularies`,
+            `check_class_names`, `check_generation_config`), or `None`.
+        lowercase: bool. The tokenizer's normalization (kept with a
+            vocabulary).
+        **lengths: `sequence_length`, `max_length`, `source_length`,
+            `kv_cache`: those that apply.
+
+    Returns:
+        dict.
+    """
+    from keras_attn.data import RESERVED_TOKENS
+
+    if not isinstance(lowercase, bool):
+        raise TypeError(
+            "Received an invalid value for argument `lowercase`, expected "
+            f"a bool. Received: lowercase={lowercase!r}"
+        )
+    description = {"format": FORMAT, "keras_attn_version": __version__,
+                   "kind": kind, "model_type": model_type}
+    if vocabulary is not None:
+        description["vocabulary"] = vocabulary
+        description["lowercase"] = lowercase
+        description["special_tokens"] = {
+            key: token for key, token in zip(SPECIAL_TOKEN_KEYS,
+                                             RESERVED_TOKENS)
+            if token in vocabulary
+        }
+    if source_vocabulary is not None:
+        description["source_vocabulary"] = source_vocabulary
+    if class_names is not None:
+        description["class_names"] = class_names
+    description.update({key: value for key, value in lengths.items()
+                        if value is not None})
+    description["quantization"] = quantization
+    if generation_config is not None:
+        description["generation"] = generation_config
+    return description
+
+
+def write_file(path, model_bytes, description):
+    """Embeds `description` into the .tflite bytes (where
+    `keras_attn.export.metadata` is installed) and writes them to `path`
+    atomically.
+
+    Returns:
+        The fields every export report has: `path` (absolute),
+        `size_bytes`, `ops`, and `description` (`None` when nothing was
+        embedded).
+    """
+    # Not installed yet is the only case handled here; an error inside the
+    # module propagates.
+    if importlib.util.find_spec("keras_attn.export.metadata") is None:
+        description = None
+    else:
+        metadata = importlib.import_module("keras_attn.export.metadata")
+        model_bytes = metadata.embed(model_bytes, description)
+    path = atomic.write_bytes(path, model_bytes)
+    return {"path": path, "size_bytes": os.path.getsize(path),
+            "ops": flatbuffer.op_names(model_bytes),
+            "description": description}
