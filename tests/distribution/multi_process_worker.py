@@ -107,7 +107,9 @@ def main():
         "process_id": dist.process_id,
         "num_processes": dist.num_processes,
         "replicas": dist.num_replicas,
-        "callbacks": [type(c).__name__ for c in callbacks],
+        # OnThisProcess wraps every callback under JAX multi-process.
+        "callbacks": [type(getattr(c, "callback", c)).__name__
+                      for c in callbacks],
     }
     try:
         history = model.fit(data, epochs=args.epochs, verbose=0,
