@@ -54,6 +54,15 @@ import numpy as np
 
 from keras_attn.layers import PositionEmbedding
 
+__all__ = [
+    "DistributionSetup",
+    "OnThisProcess",
+    "RestoreOnly",
+    "add_arguments",
+    "layout_map",
+    "setup",
+]
+
 MODES = ("none", "data", "model")
 LR_SCALINGS = ("linear", "sqrt", "none")
 MODEL_AXIS = "model"
@@ -125,6 +134,8 @@ def layout_map(model_or_config, mesh, model_axis=MODEL_AXIS):
         keras.distribution.ModelParallel(layout_map=layouts))
     model = build()
     keras.distribution.set_distribution(None)
+    assert layouts["decoder_layer_0/self_attention/query/kernel"].axes == (
+        None, "model", None)
     ```
 
     References:
@@ -143,12 +154,12 @@ def layout_map(model_or_config, mesh, model_axis=MODEL_AXIS):
     size = mesh.shape[list(mesh.axis_names).index(model_axis)]
     layouts = keras.distribution.LayoutMap(mesh)
     model = _materialize(model_or_config)
-    for path, axes in variable_axes(model, size, model_axis).items():
+    for path, axes in _variable_axes(model, size, model_axis).items():
         layouts[path] = axes
     return layouts
 
 
-def variable_axes(model, size, model_axis=MODEL_AXIS):
+def _variable_axes(model, size, model_axis=MODEL_AXIS):
     """`{variable.path: axes}` for every variable `layout_map` splits over
     a model axis of `size` devices (axes: a tuple of `model_axis` or
     `None` per dimension)."""
@@ -448,6 +459,26 @@ def setup(args=None, distribution="none", mesh_shape=None,
 
     Returns:
         A `DistributionSetup`.
+
+    Example:
+
+    ```python
+    import argparse
+    import keras
+    import keras_attn
+    parser = keras_attn.distribution.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args([])  # e.g. ["--distribution", "data"]
+    dist = keras_attn.distribution.setup(args)
+    model = dist.build(keras_attn.models.encoder_classifier,
+                       vocabulary_size=50, sequence_length=8, num_layers=1,
+                       hidden_dim=16, num_heads=2)
+    with dist.scope():
+        model.compile(
+            optimizer=keras.optimizers.AdamW(dist.scale_learning_rate(1e-3)),
+            loss="sparse_categorical_crossentropy",
+            jit_compile=dist.jit_compile)
+    batch_size = dist.global_batch_size(32)  # what the dataset is batched by
+    ```
     """
     if args is not None:
         distribution = getattr(args, "distribution", distribution)
@@ -700,11 +731,12 @@ class DistributionSetup:
         replicated or split as the mode says.
 
         In model mode (JAX) the layouts come from an abstract build first
-        (`layout_map`); the model is then built under
-        `keras.distribution.ModelParallel`, which becomes the global
-        distribution, and each variable is checked to carry its layout.
+        (`layout_map`); the model is then built under a
+        `keras.distribution.ModelParallel` of these layouts, which becomes
+        the global distribution (one per built model; all share the mesh),
+        and each variable is checked to carry its layout.
         """
-        if self.mode == "model" and self.distribution is None:
+        if self.mode == "model":
             make = lambda: builder(*args, **kwargs)  # noqa: E731
             layouts = layout_map(make, self.mesh)
             self.distribution = keras.distribution.ModelParallel(
@@ -762,7 +794,7 @@ class DistributionSetup:
                                             callback.save_freq))
                 elif not isinstance(callback, writers):
                     kept.append(callback)
-        if self.distribution is not None and self.num_processes > 1:
+        if self.backend == "jax" and self.num_processes > 1:
             kept = [OnThisProcess(callback) for callback in kept]
         return kept
 
@@ -775,19 +807,19 @@ class DistributionSetup:
     def finish(self):
         """Ends the collective part of a script, on every process at once.
 
-        Returns True on the chief, which continues alone (loading and
-        evaluating the best checkpoint, generating, plotting) with no
-        global distribution; False elsewhere: those processes should
-        return. On JAX this shuts `jax.distributed` down (all processes
-        meet there), so the others need not wait for the chief to exit.
+        Returns True on the chief, False elsewhere: those processes should
+        return. On one process nothing changes (the chief goes on under the
+        same distribution: a checkpoint loaded now is split again). With
+        several JAX processes it shuts `jax.distributed` down (all processes
+        meet there, so none waits for the chief's exit) and unsets the
+        global distribution: the chief continues alone on its own devices,
+        so evaluate a model too large for them before `finish`.
         """
         if self.backend == "jax" and self.num_processes > 1:
             import jax
 
             keras.distribution.set_distribution(None)
             jax.distributed.shutdown()
-        elif self.backend == "jax":
-            keras.distribution.set_distribution(None)
         return self.is_chief
 
 
