@@ -48,6 +48,7 @@ any replica count or mesh.
 import contextlib
 import os
 import random
+import re
 
 import keras
 import numpy as np
@@ -155,7 +156,8 @@ def layout_map(model_or_config, mesh, model_axis=MODEL_AXIS):
     layouts = keras.distribution.LayoutMap(mesh)
     model = _materialize(model_or_config)
     for path, axes in _variable_axes(model, size, model_axis).items():
-        layouts[path] = axes
+        # Keys are regular expressions to Keras: escape the path.
+        layouts[re.escape(path)] = axes
     return layouts
 
 
@@ -890,23 +892,25 @@ for _hook in (
 
 
 def _check_layouts(model, layouts):
-    """Every variable the layouts name exists in `model` and carries its
-    layout (a renamed layer would otherwise be silently replicated)."""
-    paths = {v.path: v for v in model.variables}
-    missing = [key for key in layouts if key not in paths]
-    if missing:
-        raise ValueError(
-            "The model built under the distribution lacks variables its "
-            f"layouts name: {missing[:3]}. Name every layer of the builder, "
-            "so that two builds give the same variable paths."
-        )
-    for key, layout in layouts.items():
-        value = paths[key].value
-        spec = getattr(getattr(value, "sharding", None), "spec", None)
-        if spec is not None and tuple(spec) + (None,) * (
-            len(layout.axes) - len(tuple(spec))
-        ) != tuple(layout.axes):
+    """Every entry of `layouts` names a variable of `model`, which carries
+    that layout (a renamed layer would otherwise be replicated silently)."""
+    matched = 0
+    for variable in model.variables:
+        layout = layouts[variable.path]
+        if layout is None:
+            continue
+        matched += 1
+        spec = tuple(variable.value.sharding.spec)
+        spec += (None,) * (len(layout.axes) - len(spec))
+        if spec != tuple(layout.axes):
             raise ValueError(
-                f"{key!r} was created with sharding {spec}, not "
-                f"{layout.axes}: build the model inside `build`."
+                f"{variable.path!r} was placed as {spec}, not "
+                f"{tuple(layout.axes)}: build the model with `build`."
             )
+    if matched != len(layouts):
+        raise ValueError(
+            f"Only {matched} of the {len(layouts)} variables in the layouts "
+            "exist in the model built under the distribution. Name every "
+            "layer of the builder, so that two builds give the same "
+            "variable paths."
+        )
