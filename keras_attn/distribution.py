@@ -1,7 +1,7 @@
 """Scaling out on existing engines: Megatron layouts for
 `keras.distribution` and a one-call setup for the example scripts.
 
-Nothing here runs a collective or moves a tensor: JAX training is
+No collective, launcher or checkpoint format here is ours: JAX training is
 `keras.distribution` (`DataParallel`, `ModelParallel`, multi-process through
 `keras.distribution.initialize`), TensorFlow training is `tf.distribute`
 (`MirroredStrategy` on one host, `MultiWorkerMirroredStrategy` with
