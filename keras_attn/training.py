@@ -37,6 +37,7 @@ import keras
 RUN_RECORD = "run.json"
 BEST_MODEL = "best.keras"
 BACKUP = "backup"
+_UNSET = object()
 
 
 def _atomic_write_text(path, text):
@@ -200,7 +201,7 @@ class ProgressLogger(keras.callbacks.Callback):
             self._compiled = True
             self._print(
                 f"  first step done in {now - self._epoch_start:.1f} s "
-                "(includes XLA compilation)"
+                "(includes compilation)"
             )
             self._rate_start = (step, now)
             self._last_print = now
@@ -465,10 +466,10 @@ class TrainingRun:
             return False
         recorded = record.get("config", {})
         differences = [
-            f"{key}: {_short(recorded.get(key, '(unset)'))} there, "
-            f"{_short(self.config.get(key, '(unset)'))} now"
+            f"{key}: {_short(recorded, key)} there, "
+            f"{_short(self.config, key)} now"
             for key in sorted(set(recorded) | set(self.config))
-            if recorded.get(key) != self.config.get(key)
+            if recorded.get(key, _UNSET) != self.config.get(key, _UNSET)
         ]
         if differences and not leftovers:
             return False  # Nothing was trained with the old settings.
@@ -624,8 +625,10 @@ def _to_json(value):
     raise TypeError(f"Cannot fingerprint a {type(value).__name__}")
 
 
-def _short(value):
-    text = json.dumps(value)
+def _short(settings, key):
+    if key not in settings:
+        return "(unset)"
+    text = json.dumps(settings[key])
     return text if len(text) <= 40 else text[:37] + "..."
 
 
