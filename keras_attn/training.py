@@ -153,7 +153,7 @@ class ProgressLogger(keras.callbacks.Callback):
     an epoch ends, this prints a plain line at most every `interval`
     seconds: the step, the running loss, steps per second and the time
     left in the epoch. The first step of a session is reported on its own,
-    since it includes XLA compilation and would distort the rate. Use it
+    since it includes compilation and would distort the rate. Use it
     with `fit(verbose=0)`.
 
     Args:
@@ -231,7 +231,7 @@ class ProgressLogger(keras.callbacks.Callback):
         if checkpoint is not None and checkpoint.last_saved_epoch == epoch:
             text += (
                 f"  -> {os.path.basename(checkpoint.path)} "
-                f"(best {checkpoint.monitor})"
+                f"(new best {checkpoint.monitor})"
             )
         self._print(text)
 

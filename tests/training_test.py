@@ -246,8 +246,8 @@ def test_progress_lines_within_and_after_epochs(tmp_path):
             f"epoch {epoch + 1}/2  loss {history.history['loss'][epoch]:.4f}"
             f"  val_loss {history.history['val_loss'][epoch]:.4f}  (")
     val_losses = history.history["val_loss"]
-    assert epoch_lines[0].endswith("-> best.keras (best val_loss)")
-    assert epoch_lines[1].endswith("-> best.keras (best val_loss)") == (
+    assert epoch_lines[0].endswith("-> best.keras (new best val_loss)")
+    assert epoch_lines[1].endswith("-> best.keras (new best val_loss)") == (
         val_losses[1] < val_losses[0])
 
 
