@@ -192,8 +192,7 @@ def main():
         title=f"{layer}: {text[:60]}")
 
     ## Summary
-    out_dir = args.output_dir
-    tflite = os.path.join(out_dir, "classifier.tflite")
+    tflite = os.path.join(args.output_dir, "classifier.tflite")
     training.print_summary([
         f"held-out accuracy {accuracy:.3f} vs majority-class baseline "
         f"{baseline:.3f} ('{corpus.class_names[majority]}'), "
@@ -207,12 +206,7 @@ def main():
         (class_names_path,
          f"its class names, one per label id: {', '.join(corpus.class_names)}"),
         (heatmap, "attention of the last layer on a test tweet"),
-        (os.path.join(out_dir, training.RUN_RECORD),
-         "settings, metrics and time of every epoch"),
-        (os.path.join(out_dir, training.BACKUP),
-         "training state, to continue with more --epochs"),
-        (os.path.join(out_dir, "logs"),
-         f"TensorBoard logs: tensorboard --logdir {out_dir}/logs"),
+        *run.state_files(),
     ], [
         f"keras-attn export {run.best_model_path} {tflite} --format tflite",
         training.rerun_command(sys.argv, run.epochs_done + EPOCHS)

@@ -233,8 +233,7 @@ def main():
         data_line,
         f"{policy}, backend {keras.backend.backend()}",
     ]
-    out_dir = args.output_dir
-    tflite = os.path.join(out_dir, "lm.tflite")
+    tflite = os.path.join(args.output_dir, "lm.tflite")
     next_steps = [
         f"keras-attn export {run.best_model_path} {tflite} "
         "--format generator",
@@ -246,12 +245,7 @@ def main():
     training.print_summary(results, [
         (run.best_model_path, f"the model with the best {run.monitor}"),
         (vocabulary_path, "its WordPiece vocabulary"),
-        (os.path.join(out_dir, training.RUN_RECORD),
-         "settings, metrics and time of every epoch"),
-        (os.path.join(out_dir, training.BACKUP),
-         "training state, to continue with more --epochs"),
-        (os.path.join(out_dir, "logs"),
-         f"TensorBoard logs: tensorboard --logdir {out_dir}/logs"),
+        *run.state_files(),
     ], next_steps)
 
 

@@ -228,8 +228,7 @@ def main():
         title="decoder queries (rows) attending to source (columns)")
 
     ## Summary
-    out_dir = args.output_dir
-    tflite = os.path.join(out_dir, "translator.tflite")
+    tflite = os.path.join(args.output_dir, "translator.tflite")
     training.print_summary([
         f"held-out BLEU-2 {model_bleu:.3f} vs copy-source baseline "
         f"{copy_bleu:.3f} on {len(sample)} test sentences",
@@ -244,12 +243,7 @@ def main():
         (source_path, "its German (source) WordPiece vocabulary"),
         (target_path, "its English (target) WordPiece vocabulary"),
         (heatmap, "cross-attention on a test sentence"),
-        (os.path.join(out_dir, training.RUN_RECORD),
-         "settings, metrics and time of every epoch"),
-        (os.path.join(out_dir, training.BACKUP),
-         "training state, to continue with more --epochs"),
-        (os.path.join(out_dir, "logs"),
-         f"TensorBoard logs: tensorboard --logdir {out_dir}/logs"),
+        *run.state_files(),
     ], [
         f"keras-attn export {run.best_model_path} {tflite} "
         "--format generator",

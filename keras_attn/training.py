@@ -392,6 +392,19 @@ class TrainingRun:
                 os.path.join(self.output_dir, "logs")))
         return callbacks
 
+    def state_files(self):
+        """`(path, description)` of the files that keep the run's state,
+        for a closing summary: `run.json`, `backup/` and `logs/`."""
+        out = self.output_dir
+        return [
+            (os.path.join(out, RUN_RECORD),
+             "settings, metrics and time of every epoch"),
+            (os.path.join(out, BACKUP),
+             "training state, to continue with more --epochs"),
+            (os.path.join(out, "logs"),
+             f"TensorBoard logs: tensorboard --logdir {out}/logs"),
+        ]
+
     def best(self):
         """The best model's record: `{"monitor", "value", "epoch"}`, or
         `None` before the first epoch."""
