@@ -197,17 +197,19 @@ class ProgressLogger(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         now = time.time()
         step = batch + 1
-        if not self._compiled:
-            self._compiled = True
-            self._print(
-                f"  first step done in {now - self._epoch_start:.1f} s "
-                "(includes compilation)"
-            )
-            self._rate_start = (step, now)
-            self._last_print = now
-            return
         if self._rate_start is None:
-            self._rate_start = (batch, self._epoch_start)
+            # The rate is measured from the end of an epoch's first step:
+            # that step also fills the input pipeline and, first of all,
+            # compiles the training step.
+            self._rate_start = (step, now)
+            if not self._compiled:
+                self._compiled = True
+                self._print(
+                    f"  first step done in {now - self._epoch_start:.1f} s "
+                    "(includes compilation)"
+                )
+                self._last_print = now
+            return
         steps = self.params.get("steps")
         if now - self._last_print < self.interval or step == steps:
             return  # The epoch line follows the last step.

@@ -233,10 +233,11 @@ def test_progress_lines_within_and_after_epochs(tmp_path):
     lines = stream.getvalue().splitlines()
     assert re.fullmatch(
         r"  first step done in \d+\.\d s \(includes compilation\)", lines[0])
-    # Steps 2..5 of epoch 1, then its epoch line; steps 1..5 of epoch 2.
+    # Steps 2..5 of each epoch: the first starts the rate, the last is
+    # followed by the epoch line.
     steps = [line for line in lines if "step " in line and "first" not in line]
     assert [re.search(r"step (\d+)/6", line).group(1) for line in steps] == [
-        "2", "3", "4", "5", "1", "2", "3", "4", "5"]
+        "2", "3", "4", "5", "2", "3", "4", "5"]
     assert all(re.search(r"loss \d+\.\d{4}  [\d.]+ steps/s, \d+ s left in "
                          r"epoch$", line) for line in steps)
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
