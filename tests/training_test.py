@@ -1,8 +1,11 @@
-"""Crash-safe training: a killed run resumes, the best model file is never
-half-written."""
+"""Crash-safe training: a killed run resumes, a re-run continues or says it
+is done, other settings are refused, the best model file is never
+half-written, and progress is printed within epochs."""
 
+import io
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -94,3 +97,191 @@ def test_mixed_precision_policy():
     policy = training.set_mixed_precision(True)
     assert policy in ("mixed_float16", "mixed_bfloat16")
     assert keras.config.dtype_policy().name == policy
+
+
+def _fit(run, epochs_seen=None, extra=()):
+    """Fits a fresh model the way the examples do; returns the History."""
+    x, y = _data()
+    callbacks = run.callbacks(tensorboard=False, progress_interval=None)
+    if epochs_seen is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: epochs_seen.append(epoch)))
+    return _model().fit(x, y, epochs=run.epochs, validation_split=0.25,
+                        verbose=0, callbacks=callbacks + list(extra))
+
+
+SETTINGS = {"hidden_dim": 8, "data": training.fingerprint([1, 2, 3])}
+
+
+def test_rerun_continues_to_the_total_epochs_or_says_it_is_done(tmp_path):
+    out = str(tmp_path / "run")
+    run = training.TrainingRun(out, SETTINGS, epochs=1)
+    assert (run.resumed, run.epochs_done, run.finished) == (False, 0, False)
+    assert run.describe() == f"{out}: new run of 1 epoch."
+    first = _fit(run)
+    assert run.epochs_done == 1
+
+    again = training.TrainingRun(out, dict(SETTINGS), epochs=1)
+    assert again.resumed and again.finished and again.epochs_done == 1
+    assert again.describe() == (
+        f"{out}: already trained 1/1 epochs; nothing to train.")
+
+    more = training.TrainingRun(out, SETTINGS, epochs=3)
+    assert not more.finished
+    assert more.describe() == f"{out}: continuing after epoch 1 of 3."
+    seen = []
+    second = _fit(more, seen)
+    assert seen == [1, 2]  # Epochs 2 and 3 only.
+    assert more.epochs_done == 3
+    assert training.TrainingRun(out, SETTINGS, epochs=2).describe() == (
+        f"{out}: already trained 3 epochs (asked for 2); nothing to train.")
+
+    # run.json: the settings and every epoch's metrics, across sessions.
+    record = json.load(open(os.path.join(out, "run.json")))
+    assert record["config"] == SETTINGS
+    val_losses = first.history["val_loss"] + second.history["val_loss"]
+    assert [e["epoch"] for e in record["history"]] == [1, 2, 3]
+    assert [e["val_loss"] for e in record["history"]] == pytest.approx(
+        val_losses)
+    assert more.history() == record["history"]
+    assert more.training_seconds() == pytest.approx(
+        sum(e["seconds"] for e in record["history"]))
+    # The best model is the best of all three epochs, whichever session.
+    best = more.best()
+    assert best["value"] == pytest.approx(min(val_losses))
+    assert best["epoch"] == 1 + int(np.argmin(val_losses))
+    assert more.summary_lines()[0].startswith("trained 3 epochs in ")
+    assert f"best val_loss {min(val_losses):.4f} at epoch {best['epoch']}" in (
+        more.summary_lines()[0])
+
+
+def test_killed_run_is_continued_by_a_training_run(tmp_path):
+    out = str(tmp_path / "run")
+    run = training.TrainingRun(out, SETTINGS, epochs=4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(run, extra=[_Crash(1)])
+    resumed = training.TrainingRun(out, SETTINGS, epochs=4)
+    assert resumed.resumed and resumed.epochs_done == 2
+    seen = []
+    _fit(resumed, seen)
+    assert seen == [2, 3]
+    record = json.load(open(os.path.join(out, "run.json")))
+    assert [e["epoch"] for e in record["history"]] == [1, 2, 3, 4]
+
+
+def test_other_settings_are_refused_until_overwrite(tmp_path):
+    out = str(tmp_path / "run")
+    _fit(training.TrainingRun(out, SETTINGS, epochs=1))
+    before = open(os.path.join(out, "best.keras"), "rb").read()
+    other = dict(SETTINGS, hidden_dim=16, batch_size=4)
+    with pytest.raises(ValueError) as error:
+        training.TrainingRun(out, other, epochs=2)
+    message = str(error.value)
+    assert "other settings" in message
+    assert "batch_size: (unset) there, 4 now" in message
+    assert "hidden_dim: 8 there, 16 now" in message
+    assert "overwrite=True" in message
+    assert open(os.path.join(out, "best.keras"), "rb").read() == before
+
+    run = training.TrainingRun(out, other, epochs=1, overwrite=True)
+    assert (run.resumed, run.epochs_done) == (False, 0)
+    assert sorted(os.listdir(out)) == ["run.json"]
+    assert json.load(open(os.path.join(out, "run.json")))["config"] == other
+
+
+def test_settings_without_trained_state_are_replaced(tmp_path):
+    # A run stopped before its first epoch ended left only run.json.
+    out = str(tmp_path / "run")
+    training.TrainingRun(out, SETTINGS, epochs=1)
+    other = dict(SETTINGS, hidden_dim=16)
+    run = training.TrainingRun(out, other, epochs=1)
+    assert not run.resumed
+    assert json.load(open(os.path.join(out, "run.json")))["config"] == other
+    # A vocabulary written for SETTINGS must not be reused now.
+    assert not training.TrainingRun(out, SETTINGS, epochs=1).resumed
+
+
+def test_unrecorded_best_model_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "best.keras").write_bytes(b"an older model")
+    with pytest.raises(ValueError, match="settings were not recorded"):
+        training.TrainingRun(str(out), SETTINGS, epochs=1)
+    run = training.TrainingRun(str(out), SETTINGS, epochs=1, overwrite=True)
+    assert not (out / "best.keras").exists() and run.epochs_done == 0
+
+
+def test_training_run_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="epochs=0"):
+        training.TrainingRun(str(tmp_path), SETTINGS, epochs=0)
+    with pytest.raises(ValueError, match="epochs=True"):
+        training.TrainingRun(str(tmp_path), SETTINGS, epochs=True)
+    with pytest.raises(TypeError, match="config"):
+        training.TrainingRun(str(tmp_path), [("hidden_dim", 8)], epochs=1)
+    with pytest.raises(ValueError, match="interval=-1"):
+        training.ProgressLogger(interval=-1)
+
+
+def test_progress_lines_within_and_after_epochs(tmp_path):
+    x, y = _data()  # 24 training rows: 6 steps of 4.
+    stream = io.StringIO()
+    checkpoint = training.BestModelCheckpoint(str(tmp_path / "best.keras"))
+    history = _model().fit(
+        x, y, batch_size=4, epochs=2, validation_split=0.25, verbose=0,
+        callbacks=[checkpoint, training.ProgressLogger(
+            interval=0, checkpoint=checkpoint, stream=stream)])
+    lines = stream.getvalue().splitlines()
+    assert re.fullmatch(
+        r"  first step done in \d+\.\d s \(includes compilation\)", lines[0])
+    # Steps 2..5 of each epoch: the first starts the rate, the last is
+    # followed by the epoch line.
+    steps = [line for line in lines if "step " in line and "first" not in line]
+    assert [re.search(r"step (\d+)/6", line).group(1) for line in steps] == [
+        "2", "3", "4", "5", "2", "3", "4", "5"]
+    assert all(re.search(r"loss \d+\.\d{4}  [\d.]+ steps/s, \d+ s left in "
+                         r"epoch$", line) for line in steps)
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2
+    for epoch, line in enumerate(epoch_lines):
+        assert line.startswith(
+            f"epoch {epoch + 1}/2  loss {history.history['loss'][epoch]:.4f}"
+            f"  val_loss {history.history['val_loss'][epoch]:.4f}  (")
+    val_losses = history.history["val_loss"]
+    assert epoch_lines[0].endswith("-> best.keras (new best val_loss)")
+    assert epoch_lines[1].endswith("-> best.keras (new best val_loss)") == (
+        val_losses[1] < val_losses[0])
+
+
+def test_summary_and_rerun_command():
+    stream = io.StringIO()
+    training.print_summary(
+        ["accuracy 0.9 vs baseline 0.5"],
+        [("runs/x/best.keras", "the model"), ("runs/x/vocabulary.txt", "")],
+        ["keras-attn export runs/x/best.keras x.tflite"], stream=stream)
+    assert stream.getvalue() == (
+        "\n== Summary ==\n"
+        "  accuracy 0.9 vs baseline 0.5\n"
+        "Saved:\n"
+        "  runs/x/best.keras      the model\n"
+        "  runs/x/vocabulary.txt  \n"
+        "Next:\n"
+        "  keras-attn export runs/x/best.keras x.tflite\n")
+    assert training.rerun_command(
+        ["examples/train_lm.py", "--epochs=2", "--output-dir", "my runs/a",
+         "--overwrite", "--hidden-dim", "8"], 5,
+    ) == ("python examples/train_lm.py --output-dir 'my runs/a' "
+          "--hidden-dim 8 --epochs 5")
+    assert training.rerun_command(["train.py"], 1) == (
+        "python train.py --epochs 1")
+
+
+def test_fingerprint_is_by_content():
+    texts = ["a", "b"]
+    labels = np.array([0, 1], "int32")
+    one = training.fingerprint(list(zip(texts, labels)))
+    assert one == training.fingerprint([["a", 0], ["b", 1]])
+    assert one != training.fingerprint([["a", 1], ["b", 1]])
+    assert one != training.fingerprint([["b", 1], ["a", 0]])
+    assert re.fullmatch("[0-9a-f]{16}", one)
+    assert training.fingerprint({"b": 1, "a": 2}) == training.fingerprint(
+        {"a": 2, "b": 1})

@@ -11,9 +11,12 @@ from keras_attn.data.pipelines import translation_dataset
 from keras_attn.data.readers import SENTIMENT_CLASS_NAMES
 from keras_attn.data.readers import TRANSLATION_PATH
 from keras_attn.data.readers import TextClassificationData
+from keras_attn.data.readers import TextCorpus
+from keras_attn.data.readers import load_class_names
 from keras_attn.data.readers import read_lm_corpus
 from keras_attn.data.readers import read_sentiment_csv
 from keras_attn.data.readers import read_translation_pairs
+from keras_attn.data.readers import save_class_names
 from keras_attn.data.readers import train_val_test_split
 from keras_attn.data.readers import tweets_csv_path
 from keras_attn.data.tokenization import BOS
@@ -37,14 +40,17 @@ __all__ = [
     "SENTIMENT_CLASS_NAMES",
     "TRANSLATION_PATH",
     "TextClassificationData",
+    "TextCorpus",
     "UNK",
     "classification_dataset",
     "lm_dataset",
+    "load_class_names",
     "load_vocabulary",
     "make_tokenizer",
     "read_lm_corpus",
     "read_sentiment_csv",
     "read_translation_pairs",
+    "save_class_names",
     "save_vocabulary",
     "tokenize_with_bos_eos",
     "train_val_test_split",

