@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from keras_attn.layers.validation import positive_int
+from keras_attn_runtime import checks
 
 SENTIMENT_CLASS_NAMES = ("negative", "neutral", "positive")
 TRANSLATION_PATH = "/usr/share/trans/de-en"
@@ -160,7 +160,7 @@ def read_sentiment_csv(
     ```
     """
     path = tweets_csv_path() if path is None else _existing_file(path)
-    max_rows = positive_int(max_rows, "max_rows", allow_none=True)
+    max_rows = checks.positive_int(max_rows, "max_rows", allow_none=True)
     if class_names is not None:
         class_names = _check_class_names(class_names)
     header, rows = _read_csv_rows(path)
@@ -239,7 +239,7 @@ def read_translation_pairs(path=TRANSLATION_PATH, max_pairs=None):
             f"No dictionary file at {str(path)!r}: the Debian package "
             "trans-de-en is needed: `apt-get install trans-de-en`."
         )
-    max_pairs = positive_int(max_pairs, "max_pairs", allow_none=True)
+    max_pairs = checks.positive_int(max_pairs, "max_pairs", allow_none=True)
     pairs = {}  # An insertion-ordered set.
     with open(path, encoding="utf-8", errors="replace") as file:
         for line in file:
@@ -284,15 +284,7 @@ def read_lm_corpus(min_bytes=1_000_000, path=None):
     assert lines == ["Hello there"]
     ```
     """
-    if not (
-        isinstance(min_bytes, int)
-        and not isinstance(min_bytes, bool)
-        and min_bytes >= 0
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `min_bytes`, expected a "
-            f"non-negative integer. Received: min_bytes={min_bytes!r}"
-        )
+    checks.non_negative_int(min_bytes, "min_bytes")
     path = tweets_csv_path() if path is None else _existing_file(path)
     header, rows = _read_csv_rows(path)
     text_column = _column(header, "text", path)
@@ -358,13 +350,9 @@ def train_val_test_split(*arrays, fractions=(0.8, 0.1, 0.1), seed=0):
             f"length. Received lengths: {lengths}"
         )
     fractions = _check_fractions(fractions)
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(
-            "Received an invalid value for argument `seed`, expected an "
-            f"integer. Received: seed={seed!r}"
-        )
+    seed = checks.integer(seed, "seed")
     n = lengths[0]
-    order = np.random.default_rng(int(seed)).permutation(n)
+    order = np.random.default_rng(seed).permutation(n)
     first = round(n * fractions[0])
     second = round(n * (fractions[0] + fractions[1]))
     parts = (order[:first], order[first:second], order[second:])
