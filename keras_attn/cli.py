@@ -433,10 +433,12 @@ def import_tensorflow(verbose=False):
     ("oneDNN custom operations are on", "Could not find cuda drivers"),
     whatever `TF_CPP_MIN_LOG_LEVEL` says; those are silenced at the file
     descriptor unless `verbose`. Later C++ logs follow
-    `TF_CPP_MIN_LOG_LEVEL`, set to 2 (errors only) unless it is set.
+    `TF_CPP_MIN_LOG_LEVEL`, set to 3 unless it is set: even its error
+    lines ("failed call to cuInit" on a machine without a GPU) are noise
+    here, and real failures reach Python as exceptions.
     """
     if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet_stderr(not verbose):
         import keras  # noqa: F401  (imports TensorFlow, its backend)
         import tensorflow as tf

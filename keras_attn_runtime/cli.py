@@ -239,9 +239,13 @@ def run_generate(args, prog="keras_attn_runtime generate", out=None):
         ids = generator.generate(
             prompt_ids, max_new_tokens, stop_token_id=stop,
             encoder_text=source, on_token=show, **settings)
-        out.write(stream.finish(), end="\n")
         stopped = bool(ids) and ids[-1] == stop
-        if stopped and len(ids) == 1:
+        nothing = stopped and len(ids) == 1
+        # An output line per input line; a lone answer that is empty
+        # prints no empty line, only the notice.
+        if not (nothing and not prompt and args.input_file is None):
+            out.write(stream.finish(), end="\n")
+        if nothing:
             _notice(prog, "the model's first token was the stop token: "
                           "nothing generated" + (
                               f" for {_quote(text)}" if text else ""))
@@ -391,6 +395,9 @@ def run_command(run, args, prog):
     the traceback.
     """
     out = _Output()
+    if not getattr(args, "verbose", True):
+        # LiteRT's C++ logging reads it (as TensorFlow's does).
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         run(args, prog, out)
     except BrokenPipeError:  # `... | head`: the reader has what it wanted
