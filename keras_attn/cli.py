@@ -359,35 +359,17 @@ def _embed_description(path, model_type, vocabulary=None, **description):
         **description))
 
 
-def _generate_parser(subparsers):
+def _runtime_parser(subparsers, command, what, add_arguments, run):
+    """`generate` or `classify`: the device runtime's own command."""
     parser = subparsers.add_parser(
-        "generate",
-        help="generate text with a generator .tflite (LiteRT, no "
-             "TensorFlow)",
-        description="Generate text with a .tflite written by `keras-attn "
-        "export --format generator`, through LiteRT and keras_attn_runtime "
-        "(the same command as `python -m keras_attn_runtime generate` on a "
-        "device): the text streams to stdout as it comes, one line per "
-        "input, then a timing table goes to stderr. "
+        command, help=f"{what} (LiteRT, no TensorFlow)",
+        description=f"{what[:1].upper()}{what[1:]}, through LiteRT and "
+        f"keras_attn_runtime: the same command as `python -m "
+        f"keras_attn_runtime {command}` on a device. "
         + runtime_cli.__doc__.split("\n\n")[2],
     )
-    runtime_cli.add_generate_arguments(parser)
-    parser.set_defaults(run=runtime_cli.run_generate)
-    return parser
-
-
-def _classify_parser(subparsers):
-    parser = subparsers.add_parser(
-        "classify",
-        help="classify texts with a classifier .tflite (LiteRT, no "
-             "TensorFlow)",
-        description="Classify texts with a .tflite written by `keras-attn "
-        "export` (or the quickstart): one `label<TAB>probability<TAB>text` "
-        "line per text. The same command as `python -m keras_attn_runtime "
-        "classify` on a device. " + runtime_cli.__doc__.split("\n\n")[2],
-    )
-    runtime_cli.add_classify_arguments(parser)
-    parser.set_defaults(run=runtime_cli.run_classify)
+    add_arguments(parser)
+    parser.set_defaults(run=run)
     return parser
 
 
@@ -457,8 +439,16 @@ def build_parser():
                                        metavar="COMMAND")
     _quickstart_parser(subparsers)
     _export_parser(subparsers)
-    _generate_parser(subparsers)
-    _classify_parser(subparsers)
+    _runtime_parser(subparsers, "generate",
+                    "generate text with a generator .tflite (keras-attn "
+                    "export --format generator)",
+                    runtime_cli.add_generate_arguments,
+                    runtime_cli.run_generate)
+    _runtime_parser(subparsers, "classify",
+                    "classify texts with a classifier .tflite (keras-attn "
+                    "export, or the quickstart's)",
+                    runtime_cli.add_classify_arguments,
+                    runtime_cli.run_classify)
     _bundle_parser(subparsers)
     return parser
 

@@ -138,19 +138,7 @@ def write_bytes(path, data):
 
 
 def write_text(path, text):
-    """Writes `text` to the file `path` atomically, as UTF-8.
-
-    Line endings are written as given (`"\\n"` stays `"\\n"` on every
-    platform).
-
-    Args:
-        path: str or path-like. Destination file; parent directories are
-            created.
-        text: str. The content.
-
-    Returns:
-        The absolute path written, as a str.
-    """
+    """`write_bytes` of `text` in UTF-8; line endings stay as given."""
     return write_bytes(path, text.encode("utf-8"))
 
 

@@ -77,14 +77,7 @@ class Classifier:
         self.description = model_file.description or {}
         vocabulary, source = model_vocabulary(
             vocabulary_path, self.description.get("vocabulary"),
-            "vocabulary_path")
-        if vocabulary is None:
-            raise ValueError(
-                f"The model file {str(model_path)!r} carries no vocabulary "
-                "(it was exported without one): pass the vocabulary.txt "
-                "saved with the model (command line: --vocabulary). "
-                "Received: vocabulary_path=None"
-            )
+            "vocabulary_path", model_path=model_path)
         check_vocabulary_size(
             vocabulary, source,
             model_file.embedding_rows("serving_default", "token_ids"),

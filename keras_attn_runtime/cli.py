@@ -57,6 +57,15 @@ def add_common_arguments(parser):
                         help="show the traceback of an error")
 
 
+def _add_inputs(parser, lines, vocabulary):
+    parser.add_argument("--input-file", default=None, metavar="FILE",
+                        help=f"{lines}, '-' for stdin; one output line each, "
+                             "blank lines skipped")
+    parser.add_argument("--vocabulary", default=None, metavar="FILE",
+                        help=f"{vocabulary} (default: the one embedded in the "
+                             "model)")
+
+
 def add_generate_arguments(parser):
     """The flags of `generate` (shared by keras-attn and the runtime)."""
     parser.add_argument("model", help="a generator .tflite (prefill/decode "
@@ -66,13 +75,8 @@ def add_generate_arguments(parser):
                              "of the translation (default: none)")
     parser.add_argument("--source", default=None, metavar="TEXT",
                         help="the text to translate (seq2seq models)")
-    parser.add_argument("--input-file", default=None, metavar="FILE",
-                        help="one prompt (language model) or source "
-                             "(translator) per line, '-' for stdin; one "
-                             "output line each, blank lines skipped")
-    parser.add_argument("--vocabulary", default=None, metavar="FILE",
-                        help="the (target) vocabulary.txt (default: the one "
-                             "embedded in the model)")
+    _add_inputs(parser, "one prompt (language model) or source "
+                        "(translator) per line", "the (target) vocabulary.txt")
     parser.add_argument("--source-vocabulary", default=None, metavar="FILE",
                         help="the source vocabulary of a translator "
                              "(default: the embedded one, else "
@@ -115,12 +119,7 @@ def add_classify_arguments(parser):
                         "(serving_default signature)")
     parser.add_argument("texts", nargs="*", metavar="TEXT",
                         help="texts to classify")
-    parser.add_argument("--input-file", default=None, metavar="FILE",
-                        help="one text per line, '-' for stdin; blank lines "
-                             "skipped")
-    parser.add_argument("--vocabulary", default=None, metavar="FILE",
-                        help="the vocabulary.txt (default: the one embedded "
-                             "in the model)")
+    _add_inputs(parser, "one text per line", "the vocabulary.txt")
     parser.add_argument("--class-names", default=None, metavar="NAMES",
                         help="comma-separated names in label-id order, e.g. "
                              "negative,neutral,positive (default: the "

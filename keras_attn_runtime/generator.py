@@ -99,14 +99,7 @@ class Generator:
             lowercase = self.description.get("lowercase", True)
         vocabulary, name = vocabulary_lib.model_vocabulary(
             vocabulary_path, self.description.get("vocabulary"),
-            "vocabulary_path")
-        if vocabulary is None:
-            raise ValueError(
-                f"The model file {str(model_path)!r} carries no vocabulary "
-                "(it was exported without one): pass the (target) "
-                "vocabulary.txt saved with the model (command line: "
-                "--vocabulary). Received: vocabulary_path=None"
-            )
+            "vocabulary_path", model_path=model_path)
         vocabulary_lib.check_vocabulary_size(
             vocabulary, name, self.vocabulary_size,
             f"the model {str(model_path)!r} predicts")

@@ -170,7 +170,8 @@ def load_vocabulary(path, argument="path"):
                             f"the vocabulary file {str(path)!r}")
 
 
-def model_vocabulary(given, embedded, argument, what="vocabulary"):
+def model_vocabulary(given, embedded, argument, what="vocabulary",
+                     model_path=None):
     """The vocabulary to run a model with, and how messages name it.
 
     Args:
@@ -179,10 +180,15 @@ def model_vocabulary(given, embedded, argument, what="vocabulary"):
         embedded: list of str or `None`: the model file's own.
         argument: str. The caller's argument name, for messages.
         what: str. `"vocabulary"` or `"source vocabulary"`.
+        model_path: str or `None`. With a path, a model that has no
+            vocabulary either way is an error naming it.
 
     Returns:
         `(tokens, name)`, e.g. `(["[PAD]", ...], "the vocabulary file
         'v.txt'")`, or `(None, None)` if neither is there.
+
+    Raises:
+        ValueError: if there is none and `model_path` is given.
     """
     if isinstance(given, (str, os.PathLike)):
         return (load_vocabulary(given, argument),
@@ -191,6 +197,12 @@ def model_vocabulary(given, embedded, argument, what="vocabulary"):
         return check_vocabulary(given, f"`{argument}`"), f"`{argument}`"
     if embedded is not None:
         return embedded, f"the embedded {what}"
+    if model_path is not None:
+        raise ValueError(
+            f"The model file {str(model_path)!r} carries no {what} (it was "
+            f"exported without one): pass the {what} file saved with the "
+            f"model (command line: --vocabulary). Received: {argument}=None"
+        )
     return None, None
 
 

@@ -4,6 +4,9 @@ Every vocabulary made here starts with the reserved tokens
 `[PAD] [UNK] [BOS] [EOS]`, so `[PAD]` is id 0: the embedding layers use
 `mask_zero=True` and the pipelines pad with 0.
 
+The vocabulary constants and files (`load_vocabulary`, `save_vocabulary`)
+are `keras_attn_runtime.vocabulary`'s, re-exported here.
+
 Shape legend: B batch, L sequence length.
 """
 
@@ -22,22 +25,7 @@ from keras_attn_runtime.vocabulary import RESERVED_TOKENS
 from keras_attn_runtime.vocabulary import UNK
 from keras_attn_runtime.vocabulary import check_vocabulary
 from keras_attn_runtime.vocabulary import load_vocabulary
-from keras_attn_runtime.vocabulary import save_vocabulary
-
-# The vocabulary constants and files are the runtime's, re-exported here.
-__all__ = [
-    "BOS",
-    "EOS",
-    "PAD",
-    "PAD_ID",
-    "RESERVED_TOKENS",
-    "UNK",
-    "load_vocabulary",
-    "make_tokenizer",
-    "save_vocabulary",
-    "tokenize_with_bos_eos",
-    "train_vocabulary",
-]
+from keras_attn_runtime.vocabulary import save_vocabulary  # noqa: F401
 
 # Shared by training and tokenizing so both split and normalize text the
 # same way. Accents stay: in German they tell words apart ("schon", "schön").

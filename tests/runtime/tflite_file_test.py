@@ -16,20 +16,16 @@ MODELS = ("classifier_path", "lm_path", "translator_path")
 
 
 def litert_op_codes(model_bytes):
-    """The op codes by LiteRT's generated flatbuffer reader."""
+    """The op codes by the object API of LiteRT's generated schema."""
     from ai_edge_litert import schema_py_generated as schema
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items()
-             if not k.startswith("_")}
-    model = schema.Model.GetRootAs(model_bytes, 0)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        custom = builtin == schema.BuiltinOperator.CUSTOM
-        codes.append((code.CustomCode().decode() if custom else names[builtin],
-                      custom))
-    return codes
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items()}
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
+    builtins = [max(c.builtinCode, c.deprecatedBuiltinCode)
+                for c in model.operatorCodes]
+    return [(code.customCode.decode(), True) if builtin == 32 else
+            (names[builtin], False)
+            for code, builtin in zip(model.operatorCodes, builtins)]
 
 
 @pytest.mark.parametrize("name", MODELS)
