@@ -16,6 +16,7 @@ exit status 2 (`--debug` shows the traceback).
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -151,9 +152,10 @@ class _Output:
 
 
 def _texts(args, inline, what):
-    """The input texts: the inline ones, or the lines of --input-file."""
+    """`(where, text)` of each input: the inline ones (`where` is `None`),
+    or the lines of --input-file (`where` is `"line N of FILE"`)."""
     if args.input_file is None:
-        return iter(inline)
+        return ((None, text) for text in inline)
     if any(text is not None for text in inline):
         raise _CommandError(
             f"pass the {what} either inline or with --input-file, not both")
@@ -166,29 +168,29 @@ def _texts(args, inline, what):
 def _lines(path):
     """The non-blank lines of a UTF-8 file ('-': stdin), read lazily so
     that stdin answers line by line."""
+    name = "stdin" if path == "-" else path
     with (open(path, encoding="utf-8") if path != "-"
-          else _no_close(sys.stdin)) as lines:
-        for line in lines:
+          else contextlib.nullcontext(sys.stdin)) as lines:
+        for number, line in enumerate(lines, 1):
             if line.strip():
-                yield line.rstrip("\r\n")
+                yield f"line {number} of {name}", line.rstrip("\r\n")
 
 
-class _no_close:
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __enter__(self):
-        return self.stream
-
-    def __exit__(self, *exc_info):
-        return False
+@contextlib.contextmanager
+def _naming(where):
+    """Prefixes a ValueError raised inside with where the input was."""
+    try:
+        yield
+    except ValueError as error:
+        if where is None:
+            raise
+        raise ValueError(f"{where}: {error}") from None
 
 
 def run_generate(args, prog="keras_attn_runtime generate", out=None):
     """Runs `generate`; returns the list of per-input results."""
     out = out or _Output()
     from keras_attn_runtime.generator import Generator
-    from keras_attn_runtime.text_stream import TextStream
 
     vocabulary, source_vocabulary = _vocabulary_files(args, prog)
     generator = Generator(args.model, vocabulary, args.threads,
@@ -207,55 +209,64 @@ def run_generate(args, prog="keras_attn_runtime generate", out=None):
         inputs = _texts(args, [args.prompt], "prompts")
     settings = _generation_settings(args, generator.generation_defaults)
     stop = None if args.no_stop else generator.stop_token_id
-    vocabulary = generator.tokenizer.vocabulary
     results = []
-    for text in inputs:
-        source, prompt = (text, args.prompt) if generator.is_seq2seq else (
-            None, text)
-        prompt_ids = generator.prompt_ids(prompt)
-        room = generator.max_length - len(prompt_ids)
-        if room <= 0:
-            raise _CommandError(
-                f"the prompt has {len(prompt_ids)} tokens ([BOS] included): "
-                f"no room for new tokens in the model's "
-                f"max_length={generator.max_length}")
-        max_new_tokens = room if args.max_new_tokens is None else (
-            args.max_new_tokens)
-        if max_new_tokens > room:
-            _notice(prog, f"--max-new-tokens {max_new_tokens} is more than "
-                          f"fits: generating at most {room} (the model's "
-                          f"max_length={generator.max_length} minus "
-                          f"{len(prompt_ids)} prompt tokens)")
-            max_new_tokens = room
-        if prompt:
-            out.write(prompt)
-        stream = TextStream(after_text=bool(prompt))
-
-        def show(token, stream=stream):
-            if token != stop:
-                out.write(stream.push(vocabulary[token]))
-
-        ids = generator.generate(
-            prompt_ids, max_new_tokens, stop_token_id=stop,
-            encoder_text=source, on_token=show, **settings)
-        stopped = bool(ids) and ids[-1] == stop
-        nothing = stopped and len(ids) == 1
-        # An output line per input line; a lone answer that is empty
-        # prints no empty line, only the notice.
-        if not (nothing and not prompt and args.input_file is None):
-            out.write(stream.finish(), end="\n")
-        if nothing:
-            _notice(prog, "the model's first token was the stop token: "
-                          "nothing generated" + (
-                              f" for {_quote(text)}" if text else ""))
-        results.append(dict(ids=ids, stopped=stopped,
-                            prompt_length=generator.last_prompt_length,
-                            timings=generator.last_timings))
+    for where, text in inputs:
+        with _naming(where):
+            results.append(_generate_one(args, prog, out, generator, text,
+                                         settings, stop))
     if not results:
         _notice(prog, "no input: the input file has no text line")
     elif args.timings:
         _print_table(_generation_rows(args.model, generator, results))
     return results
+
+
+def _generate_one(args, prog, out, generator, text, settings, stop):
+    """Generates for one input, streaming the text; returns its record."""
+    from keras_attn_runtime.text_stream import TextStream
+
+    vocabulary = generator.tokenizer.vocabulary
+    source, prompt = (text, args.prompt) if generator.is_seq2seq else (
+        None, text)
+    prompt_ids = generator.prompt_ids(prompt)
+    room = generator.max_length - len(prompt_ids)
+    if room <= 0:
+        raise _CommandError(
+            f"the prompt has {len(prompt_ids)} tokens ([BOS] included): "
+            f"no room for new tokens in the model's "
+            f"max_length={generator.max_length}")
+    max_new_tokens = room if args.max_new_tokens is None else (
+        args.max_new_tokens)
+    if max_new_tokens > room:
+        _notice(prog, f"--max-new-tokens {max_new_tokens} is more than "
+                      f"fits: generating at most {room} (the model's "
+                      f"max_length={generator.max_length} minus "
+                      f"{len(prompt_ids)} prompt tokens)")
+        max_new_tokens = room
+    if prompt:
+        out.write(prompt)
+    stream = TextStream(after_text=bool(prompt))
+
+    def show(token):
+        if token != stop:
+            out.write(stream.push(vocabulary[token]))
+
+    ids = generator.generate(
+        prompt_ids, max_new_tokens, stop_token_id=stop,
+        encoder_text=source, on_token=show, **settings)
+    stopped = bool(ids) and ids[-1] == stop
+    nothing = stopped and len(ids) == 1
+    # An output line per input line; a lone answer that is empty
+    # prints no empty line, only the notice.
+    if not (nothing and not prompt and args.input_file is None):
+        out.write(stream.finish(), end="\n")
+    if nothing:
+        _notice(prog, "the model's first token was the stop token: "
+                      "nothing generated" + (
+                          f" for {_quote(text)}" if text else ""))
+    return dict(ids=ids, stopped=stopped,
+                prompt_length=generator.last_prompt_length,
+                timings=generator.last_timings)
 
 
 def _vocabulary_files(args, prog):
@@ -350,9 +361,10 @@ def run_classify(args, prog="keras_attn_runtime classify", out=None):
         raise _CommandError("pass texts to classify, or --input-file FILE")
     texts = _texts(args, args.texts or [None], "texts")
     results, seconds = [], []
-    for text in texts:
+    for where, text in texts:
         start = time.perf_counter()
-        label, probability = classifier.classify(text)
+        with _naming(where):
+            label, probability = classifier.classify(text)
         seconds.append(time.perf_counter() - start)
         out.write(f"{label}\t{probability:.3f}\t{text}", end="\n")
         results.append((text, label, probability))

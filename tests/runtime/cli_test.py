@@ -90,6 +90,16 @@ def test_errors_are_one_line_with_status_2(exported, capsys, tmp_path):
         assert status == 2 and out == [], argv
         assert len(err) == 1 and message in err[0], (argv, err)
         assert err[0].startswith(f"{PROG} {argv[0]}: error: ")
+    # In a batch, the error says which line.
+    lines = tmp_path / "prompts.txt"
+    lines.write_text("a fine prompt\n\n" + "the " * 50 + "\n")
+    status, out, err = run(capsys, "generate", exported["lm_meta"],
+                           "--input-file", str(lines), "--max-new-tokens",
+                           "2", "--no-timings")
+    assert status == 2 and len(out) == 1 and err == [
+        f"{PROG} generate: error: line 3 of {lines}: the prompt has 51 "
+        f"tokens ([BOS] included): no room for new tokens in the model's "
+        f"max_length={MAX_LENGTH}"]
     with pytest.raises(ValueError, match="top_p=1.5"):
         cli.main(["generate", exported["lm_meta"], "--top-p", "1.5",
                   "--debug"])
