@@ -11,6 +11,7 @@ Every read is bounds-checked: a truncated or corrupt file raises one
 `ValueError` naming the file, never a `struct.error` or an `IndexError`.
 """
 
+import functools
 import json
 import mmap
 import os
@@ -235,24 +236,17 @@ class TFLiteFile:
                 f"(found {found!r}; {len(reader.data)} bytes in all)"
             )
         model = reader.table(reader.indirect(0))
-        names = _builtin_names()
-        self.op_codes = []
         self._builtin_codes = []
+        self._custom_codes = []
         for code in model.tables(_MODEL["operator_codes"]):
             # Codes above 127 live only in `builtin_code`; older files fill
             # only `deprecated_builtin_code`: the larger is the real one.
-            builtin = max(
+            self._builtin_codes.append(max(
                 code.scalar(_OPERATOR_CODE["deprecated_builtin_code"], "b"),
                 code.scalar(_OPERATOR_CODE["builtin_code"], "i"),
-            )
-            self._builtin_codes.append(builtin)
-            if builtin == CUSTOM:
-                custom = code.string(_OPERATOR_CODE["custom_code"])
-                self.op_codes.append(
-                    (custom.decode() if custom else "CUSTOM", True))
-            else:
-                self.op_codes.append(
-                    (names.get(builtin, f"BUILTIN_{builtin}"), False))
+            ))
+            custom = code.string(_OPERATOR_CODE["custom_code"])
+            self._custom_codes.append(custom.decode() if custom else None)
         self._subgraphs = model.tables(_MODEL["subgraphs"])
         self._buffers = model.tables(_MODEL["buffers"])
         self.signatures = {}
@@ -320,6 +314,16 @@ class TFLiteFile:
                                           "other"),
             }
         return specs
+
+    @property
+    def op_codes(self):
+        names = _builtin_names()
+        return [
+            (custom or "CUSTOM", True) if builtin == CUSTOM
+            else (names.get(builtin, f"BUILTIN_{builtin}"), False)
+            for builtin, custom in zip(self._builtin_codes,
+                                       self._custom_codes)
+        ]
 
     def metadata_buffer(self, name):
         """The bytes of the `Model.metadata` entry `name` (or `None`)."""
@@ -392,6 +396,7 @@ def _map(path):
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
+@functools.cache
 def _builtin_names():
     """{code: name} from LiteRT's generated schema, if it is installed."""
     try:
