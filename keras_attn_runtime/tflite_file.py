@@ -11,6 +11,7 @@ Every read is bounds-checked: a truncated or corrupt file raises one
 `ValueError` naming the file, never a `struct.error` or an `IndexError`.
 """
 
+import contextlib
 import functools
 import json
 import mmap
@@ -220,8 +221,14 @@ class TFLiteFile:
                 f"source of type {type(source).__name__}"
             )
         self._data = data
-        try:
+        with self._reading():
             self._parse(_Reader(data))
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """Turns what a bad file raises into one ValueError naming it."""
+        try:
+            yield
         except (_Corrupt, UnicodeDecodeError) as error:
             raise ValueError(
                 f"{self.name!r} is not a valid .tflite file: {error} "
@@ -275,7 +282,7 @@ class TFLiteFile:
         self.metadata_names = list(self._metadata)
         self.description = None
         if METADATA_NAME in self._metadata:
-            raw = self.metadata_buffer(METADATA_NAME)
+            raw = self._metadata_buffer(METADATA_NAME)
             try:
                 parsed = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -327,6 +334,10 @@ class TFLiteFile:
 
     def metadata_buffer(self, name):
         """The bytes of the `Model.metadata` entry `name` (or `None`)."""
+        with self._reading():
+            return self._metadata_buffer(name)
+
+    def _metadata_buffer(self, name):
         if name not in self._metadata:
             return None
         index = self._metadata[name]
@@ -357,13 +368,8 @@ class TFLiteFile:
                 f"signature={signature!r} (signatures: "
                 f"{sorted(self.signatures)})"
             )
-        try:
+        with self._reading():
             return self._embedding_rows(subgraph, signature, input_name)
-        except _Corrupt as error:
-            raise ValueError(
-                f"{self.name!r} is not a valid .tflite file: {error} "
-                "(truncated or corrupt?)"
-            ) from None
 
     def _embedding_rows(self, subgraph, signature, input_name):
         index = self._signature_inputs[signature].get(input_name)
