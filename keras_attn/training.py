@@ -34,17 +34,12 @@ import time
 
 import keras
 
+from keras_attn_runtime import atomic
+
 RUN_RECORD = "run.json"
 BEST_MODEL = "best.keras"
 BACKUP = "backup"
 _UNSET = object()
-
-
-def _atomic_write_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -98,16 +93,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if value is None or not self._improved(value):
             return
         self.best = value
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".tmp-{os.getpid()}-best.keras")
-        try:
+        with atomic.atomic_file(self.path) as tmp:
             self.model.save(tmp)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        _atomic_write_text(
+        atomic.write_text(
             self.path + ".json",
             json.dumps({"monitor": self.monitor, "value": float(value),
                         "epoch": epoch + 1}),
@@ -445,7 +433,7 @@ class TrainingRun:
         self._write_record()
 
     def _write_record(self):
-        _atomic_write_text(
+        atomic.write_text(
             os.path.join(self.output_dir, RUN_RECORD),
             json.dumps({"config": self.config, "history": self.history()},
                        indent=1),

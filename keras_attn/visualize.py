@@ -13,7 +13,6 @@ pyplot, so a backend the user chose stays as it is.
 
 import math
 import os
-import secrets
 import textwrap
 import weakref
 
@@ -26,6 +25,7 @@ from keras_attn.layers.scaled_dot_product_attention import (
 )
 from keras_attn.layers.transformer_decoder import TransformerDecoder
 from keras_attn.layers.transformer_encoder import TransformerEncoder
+from keras_attn_runtime import atomic
 
 __all__ = ["ATTENTION_LAYERS", "attention_weights", "plot_attention"]
 
@@ -288,31 +288,16 @@ def _select_heads(weights, heads, input_shape):
 
 
 def _save_png(figure, path):
-    """Writes `figure` to `path` atomically: a temporary file in the same
-    directory, then `os.replace`, so no reader ever sees a partial PNG."""
+    """Writes `figure` to `path` atomically (`keras_attn_runtime.atomic`):
+    no reader ever sees a partial PNG."""
     path = os.fspath(path)
     if os.path.splitext(path)[1].lower() != ".png":
         raise ValueError(
             "Received an invalid value for argument `path`, expected a file "
             f"name ending in '.png'. Received: path={path!r}"
         )
-    directory, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(
-        directory, f".{name}.{secrets.token_hex(6)}.tmp"
-    )
-    # os.open with mode 0o666 lets the umask set the permissions, as for a
-    # file opened normally (mkstemp would leave it readable by owner only).
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.savefig(f, format="png")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic.atomic_file(path) as temporary:
+        figure.savefig(temporary, format="png")
     return path
 
 

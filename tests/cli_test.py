@@ -1,12 +1,21 @@
-"""`keras-attn quickstart` end to end on a small generated corpus."""
+"""`keras-attn`: the quickstart end to end on a small generated corpus,
+export with an embedded description, and the runtime commands (`generate`,
+`classify`) that answer without importing TensorFlow."""
 
+import json
 import os
+import re
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
 import pytest
 
 from keras_attn import cli
+from keras_attn_runtime import cli as runtime_cli
+from keras_attn_runtime import read_metadata
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -53,6 +62,12 @@ def test_quickstart_trains_exports_and_explains(tmp_path, capsys):
     assert results["tflite_max_abs_diff"] < 1e-4
     assert "held-out accuracy" in printed and "TFLite" in printed
     assert str(out / "classifier.tflite") in printed
+    # The file carries its vocabulary and class names.
+    description = read_metadata(out / "classifier.tflite")
+    assert description["class_names"] == sorted(WORDS)
+    assert description["vocabulary"] == (out / "vocabulary.txt").read_text(
+        ).splitlines()
+    assert f"keras-attn classify {out / 'classifier.tflite'}" in printed
 
 
 def test_bad_flags_exit_with_a_message(capsys):
@@ -95,3 +110,150 @@ def test_export_errors(tmp_path):
     with pytest.raises(SystemExit, match="no such model file"):
         cli.main(["export", str(tmp_path / "missing.keras"),
                   str(tmp_path / "x.tflite")])
+
+
+VOCABULARY = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"] + [f"w{i}" for i in range(26)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A classifier and a language model exported by `keras-attn export`
+    with their vocabulary (and class names) embedded."""
+    from keras_attn import models
+
+    keras.utils.set_random_seed(3)
+    directory = tmp_path_factory.mktemp("cli")
+    vocabulary = directory / "words.txt"
+    vocabulary.write_text("".join(t + "\n" for t in VOCABULARY))
+    classifier = models.encoder_classifier(30, 8, num_classes=2,
+                                           num_layers=1, hidden_dim=8,
+                                           num_heads=2)
+    classifier.save(directory / "classifier.keras")
+    lm = models.decoder_lm(30, 12, num_layers=1, hidden_dim=8, num_heads=2)
+    lm.save(directory / "lm.keras")
+    for name, extra in (("classifier", ["--class-names", "no,yes"]),
+                        ("lm", ["--format", "generator"])):
+        assert cli.main(["export", str(directory / f"{name}.keras"),
+                         str(directory / f"{name}.tflite"), "--vocabulary",
+                         str(vocabulary), *extra]) == 0
+    return dict(classifier=str(directory / "classifier.tflite"),
+                lm=str(directory / "lm.tflite"), lm_keras=lm)
+
+
+def test_export_embeds_the_description(exported, capsys):
+    description = read_metadata(exported["classifier"])
+    assert description["class_names"] == ["no", "yes"]
+    assert description["vocabulary"] == VOCABULARY
+    assert description["kind"] == "classifier"
+    lm = read_metadata(exported["lm"])
+    assert (lm["kind"], lm["model_type"], lm["max_length"]) == (
+        "generator", "decoder_lm", 12)
+    # The runtime commands need only the model path.
+    assert cli.main(["classify", exported["classifier"], "w1 w2",
+                     "--no-timings"]) == 0
+    label, _, text = capsys.readouterr().out.strip().split("\t")
+    assert label in ("no", "yes") and text == "w1 w2"
+    with pytest.raises(SystemExit):
+        cli.main(["export", "x.keras", "y", "--format", "saved_model",
+                  "--class-names", "a,b"])
+
+
+def test_generate_streams_keras_greedy_and_reports(exported, capsys):
+    from keras_attn import models
+
+    assert cli.main(["generate", exported["lm"], "--prompt", "w3 w4",
+                     "--max-new-tokens", "6", "--no-stop",
+                     "--sampler", "greedy", "--repetition-penalty", "1"]) == 0
+    captured = capsys.readouterr()
+    tokens = models.generate(exported["lm_keras"], [[2, 7, 8]], 6)[0]
+    assert captured.out.splitlines() == [
+        "w3 w4 " + " ".join(VOCABULARY[i] for i in tokens)]
+    assert "| new tokens" in captured.err
+
+
+def test_generate_errors_name_the_problem(exported, capsys, tmp_path):
+    assert cli.main(["generate", exported["classifier"]]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("keras-attn generate: error:")
+    assert "prefill" in err[0]
+    # Too many new tokens for the model: cut to the room left, with a
+    # notice that names the limit.
+    assert cli.main(["generate", exported["lm"], "--max-new-tokens", "13",
+                     "--prompt", "w1"]) == 0
+    err = capsys.readouterr().err
+    assert "notice: --max-new-tokens 13 is more than fits: generating at " \
+           "most 10 (the model's max_length=12 minus 2 prompt tokens)" in err
+    missing = str(tmp_path / "no.tflite")
+    assert cli.main(["generate", missing]) == 2
+    assert "no.tflite" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        cli.main(["generate", missing, "--debug"])
+
+
+def test_generate_and_classify_take_the_runtime_flags(capsys):
+    def flags(main, command):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        return set(re.findall(r"--[a-z-]+", text.split("options:")[1]))
+
+    for command in ("generate", "classify"):
+        ours = cli.build_parser().parse_args([command, "m.tflite"])
+        theirs = runtime_cli.build_parser().parse_args([command, "m.tflite"])
+        assert {k: v for k, v in vars(ours).items() if k != "run"} == vars(
+            theirs)
+        assert flags(cli.main, command) == flags(runtime_cli.main, command)
+
+
+BLOCK_TENSORFLOW = textwrap.dedent("""
+    import json, sys
+
+    BLOCKED = ("tensorflow", "keras", "keras_hub", "tensorflow_text")
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked")
+
+    sys.meta_path.insert(0, Block())
+    from keras_attn import cli
+    try:
+        status = cli.main(sys.argv[1:])
+    except SystemExit as stop:
+        status = stop.code
+    print(json.dumps(dict(status=status, loaded=sorted(
+        m for m in sys.modules if m.split(".")[0] in BLOCKED))))
+""")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["generate", "--help"], ["classify", "--help"],
+    ["export", "--help"], ["generate", "LM", "--prompt", "w1",
+                           "--max-new-tokens", "3"],
+    ["classify", "CLASSIFIER", "w1 w2"],
+], ids=lambda argv: "-".join(argv[:2]))
+def test_commands_that_need_no_tensorflow_do_not_import_it(exported, argv):
+    argv = [exported["lm"] if a == "LM" else exported["classifier"]
+            if a == "CLASSIFIER" else a for a in argv]
+    process = subprocess.run(
+        [sys.executable, "-c", BLOCK_TENSORFLOW, *argv],
+        capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr[-2000:]
+    out = json.loads(process.stdout.splitlines()[-1])
+    assert out == {"status": 0, "loaded": []}
+    assert "Traceback" not in process.stderr
+    if "--help" not in argv:
+        # Quiet: only the timing table on stderr, no backend log line.
+        assert all(line.startswith("|") for line in
+                   process.stderr.splitlines()), process.stderr
+
+
+def test_bundle_runtime_writes_a_runnable_zipapp(tmp_path, capsys):
+    path = tmp_path / "rt.pyz"
+    assert cli.main(["bundle-runtime", str(path)]) == 0
+    assert str(path) in capsys.readouterr().out
+    process = subprocess.run([sys.executable, str(path), "generate",
+                              "--help"], capture_output=True, text=True,
+                             timeout=60)
+    assert process.returncode == 0
+    assert process.stdout.startswith("usage: python rt.pyz generate")

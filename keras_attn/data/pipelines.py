@@ -11,15 +11,13 @@ Shape legend: B batch, L sequence length, Ls source length, Lt target length.
 import numpy as np
 import tensorflow as tf
 
-from keras_attn.data.tokenization import BOS
-from keras_attn.data.tokenization import EOS
-from keras_attn.data.tokenization import PAD_ID
-from keras_attn.data.tokenization import _add_bos_eos
-from keras_attn.data.tokenization import _check_bool
-from keras_attn.data.tokenization import _check_texts
-from keras_attn.data.tokenization import _ragged_token_ids
-from keras_attn.data.tokenization import _special_token_ids
-from keras_attn.layers.validation import positive_int
+from keras_attn.data.tokenization import add_bos_eos
+from keras_attn.data.tokenization import ragged_token_ids
+from keras_attn.data.tokenization import special_token_ids
+from keras_attn_runtime import checks
+from keras_attn_runtime.vocabulary import BOS
+from keras_attn_runtime.vocabulary import EOS
+from keras_attn_runtime.vocabulary import PAD_ID
 
 # Texts tokenized per map call: large enough to vectorize, small enough to
 # keep memory flat.
@@ -77,14 +75,14 @@ def classification_dataset(
     assert labels.numpy().tolist() == [1, 0]
     ```
     """
-    texts = _check_nonempty(_check_texts(texts, "texts"), "texts")
+    texts = _check_nonempty(checks.text_list(texts, "texts"), "texts")
     labels = _check_labels(labels, len(texts))
-    _special_token_ids(tokenizer, ())
-    sequence_length = positive_int(sequence_length, "sequence_length")
+    special_token_ids(tokenizer, ())
+    sequence_length = checks.positive_int(sequence_length, "sequence_length")
     options = _BatchOptions(batch_size, shuffle, seed, drop_remainder)
 
     def encode(texts, labels):
-        token_ids = _ragged_token_ids(texts, tokenizer)
+        token_ids = ragged_token_ids(texts, tokenizer)
         return _to_dense(token_ids, sequence_length, options), labels
 
     dataset = tf.data.Dataset.from_tensor_slices((texts, labels))
@@ -151,13 +149,13 @@ def lm_dataset(
     assert targets.numpy().tolist() == [[4, 5, 3, 2], [5, 3, 0, 0]]
     ```
     """
-    texts = _check_nonempty(_check_texts(texts, "texts"), "texts")
-    bos_id, eos_id = _special_token_ids(tokenizer, (BOS, EOS))
-    sequence_length = positive_int(sequence_length, "sequence_length")
+    texts = _check_nonempty(checks.text_list(texts, "texts"), "texts")
+    bos_id, eos_id = special_token_ids(tokenizer, (BOS, EOS))
+    sequence_length = checks.positive_int(sequence_length, "sequence_length")
     options = _BatchOptions(batch_size, shuffle, seed, drop_remainder)
 
     def encode(texts):
-        ids = _add_bos_eos(_ragged_token_ids(texts, tokenizer), bos_id, eos_id)
+        ids = add_bos_eos(ragged_token_ids(texts, tokenizer), bos_id, eos_id)
         return ids.flat_values
 
     texts_dataset = tf.data.Dataset.from_tensor_slices(texts)
@@ -238,16 +236,16 @@ def translation_dataset(
     ```
     """
     sources, targets = _check_pairs(pairs)
-    _special_token_ids(source_tokenizer, ())
-    bos_id, eos_id = _special_token_ids(target_tokenizer, (BOS, EOS))
-    source_length = positive_int(source_length, "source_length")
-    target_length = positive_int(target_length, "target_length")
+    special_token_ids(source_tokenizer, ())
+    bos_id, eos_id = special_token_ids(target_tokenizer, (BOS, EOS))
+    source_length = checks.positive_int(source_length, "source_length")
+    target_length = checks.positive_int(target_length, "target_length")
     options = _BatchOptions(batch_size, shuffle, seed, drop_remainder)
 
     def encode(sources, targets):
-        source_ids = _ragged_token_ids(sources, source_tokenizer)
-        target_ids = _add_bos_eos(
-            _ragged_token_ids(targets, target_tokenizer), bos_id, eos_id
+        source_ids = ragged_token_ids(sources, source_tokenizer)
+        target_ids = add_bos_eos(
+            ragged_token_ids(targets, target_tokenizer), bos_id, eos_id
         )  # (B, None): [BOS] tokens [EOS]
         inputs = {
             "encoder_token_ids": _to_dense(source_ids, source_length, options),
@@ -265,15 +263,10 @@ class _BatchOptions:
     """Checked batching options, and the shuffle-batch-map-prefetch tail."""
 
     def __init__(self, batch_size, shuffle, seed, drop_remainder):
-        self.batch_size = positive_int(batch_size, "batch_size")
-        self.shuffle = _check_bool(shuffle, "shuffle")
-        self.drop_remainder = _check_bool(drop_remainder, "drop_remainder")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise ValueError(
-                "Received an invalid value for argument `seed`, expected an "
-                f"integer. Received: seed={seed!r}"
-            )
-        self.seed = int(seed)
+        self.batch_size = checks.positive_int(batch_size, "batch_size")
+        self.shuffle = checks.boolean(shuffle, "shuffle")
+        self.drop_remainder = checks.boolean(drop_remainder, "drop_remainder")
+        self.seed = checks.integer(seed, "seed")
 
     @property
     def static_batch_size(self):

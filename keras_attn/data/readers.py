@@ -31,11 +31,11 @@ import importlib.util
 import itertools
 import os
 import re
-import tempfile
 
 import numpy as np
 
-from keras_attn.layers.validation import positive_int
+from keras_attn_runtime import atomic
+from keras_attn_runtime import checks
 
 SENTIMENT_CLASS_NAMES = ("negative", "neutral", "positive")
 TRANSLATION_PATH = "/usr/share/trans/de-en"
@@ -226,7 +226,7 @@ def read_sentiment_csv(
     ```
     """
     path = tweets_csv_path() if path is None else _existing_file(path)
-    max_rows = positive_int(max_rows, "max_rows", allow_none=True)
+    max_rows = checks.positive_int(max_rows, "max_rows", allow_none=True)
     if class_names is not None:
         class_names = _check_class_names(class_names)
     encoding_errors = _check_encoding_errors(encoding_errors)
@@ -300,20 +300,9 @@ def save_class_names(class_names, path):
             "names without line breaks. Received: "
             f"class_names={class_names!r}"
         )
-    path = os.fspath(_check_path_type(path))
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    atomic.write_text(
+        _check_path_type(path), "".join(name + "\n" for name in class_names)
     )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write("".join(name + "\n" for name in class_names))
-        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only.
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def load_class_names(path):
@@ -405,7 +394,7 @@ def read_translation_pairs(path=TRANSLATION_PATH, max_pairs=None):
             f"No dictionary file at {str(path)!r}: the Debian package "
             "trans-de-en is needed: `apt-get install trans-de-en`."
         )
-    max_pairs = positive_int(max_pairs, "max_pairs", allow_none=True)
+    max_pairs = checks.positive_int(max_pairs, "max_pairs", allow_none=True)
     pairs = {}  # An insertion-ordered set.
     with open(path, encoding="utf-8", errors="replace") as file:
         for line in file:
@@ -454,15 +443,7 @@ def read_lm_corpus(min_bytes=1_000_000, path=None, encoding_errors="repair"):
     assert corpus.texts == ["Hello there"]
     ```
     """
-    if not (
-        isinstance(min_bytes, int)
-        and not isinstance(min_bytes, bool)
-        and min_bytes >= 0
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `min_bytes`, expected a "
-            f"non-negative integer. Received: min_bytes={min_bytes!r}"
-        )
+    checks.non_negative_int(min_bytes, "min_bytes")
     encoding_errors = _check_encoding_errors(encoding_errors)
     path = tweets_csv_path() if path is None else _existing_file(path)
     header, rows = _read_csv_rows(path)
@@ -534,13 +515,9 @@ def train_val_test_split(*arrays, fractions=(0.8, 0.1, 0.1), seed=0):
             f"length. Received lengths: {lengths}"
         )
     fractions = _check_fractions(fractions)
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(
-            "Received an invalid value for argument `seed`, expected an "
-            f"integer. Received: seed={seed!r}"
-        )
+    seed = checks.integer(seed, "seed")
     n = lengths[0]
-    order = np.random.default_rng(int(seed)).permutation(n)
+    order = np.random.default_rng(seed).permutation(n)
     first = round(n * fractions[0])
     second = round(n * (fractions[0] + fractions[1]))
     parts = (order[:first], order[first:second], order[second:])

@@ -4,24 +4,28 @@ Every vocabulary made here starts with the reserved tokens
 `[PAD] [UNK] [BOS] [EOS]`, so `[PAD]` is id 0: the embedding layers use
 `mask_zero=True` and the pipelines pad with 0.
 
+The vocabulary constants and files (`load_vocabulary`, `save_vocabulary`)
+are `keras_attn_runtime.vocabulary`'s, re-exported here.
+
 Shape legend: B batch, L sequence length.
 """
 
 import collections
 import os
-import tempfile
 
 import keras_hub
 import tensorflow as tf
 
-from keras_attn.layers.validation import positive_int
-
-PAD = "[PAD]"
-UNK = "[UNK]"
-BOS = "[BOS]"
-EOS = "[EOS]"
-RESERVED_TOKENS = (PAD, UNK, BOS, EOS)
-PAD_ID = 0
+from keras_attn_runtime import checks
+from keras_attn_runtime.vocabulary import BOS
+from keras_attn_runtime.vocabulary import EOS
+from keras_attn_runtime.vocabulary import PAD
+from keras_attn_runtime.vocabulary import PAD_ID
+from keras_attn_runtime.vocabulary import RESERVED_TOKENS
+from keras_attn_runtime.vocabulary import UNK
+from keras_attn_runtime.vocabulary import check_vocabulary
+from keras_attn_runtime.vocabulary import load_vocabulary
+from keras_attn_runtime.vocabulary import save_vocabulary  # noqa: F401
 
 # Shared by training and tokenizing so both split and normalize text the
 # same way. Accents stay: in German they tell words apart ("schon", "schön").
@@ -74,16 +78,16 @@ def train_vocabulary(texts, vocabulary_size, lowercase=True, min_word_count=2):
     assert "cat" in vocabulary
     ```
     """
-    texts = _check_texts(texts, "texts")
-    vocabulary_size = positive_int(vocabulary_size, "vocabulary_size")
+    texts = checks.text_list(texts, "texts")
+    vocabulary_size = checks.positive_int(vocabulary_size, "vocabulary_size")
     if vocabulary_size <= len(RESERVED_TOKENS):
         raise ValueError(
             "Received an invalid value for argument `vocabulary_size`, "
             f"expected an integer above {len(RESERVED_TOKENS)} (the reserved "
             f"tokens). Received: vocabulary_size={vocabulary_size}"
         )
-    lowercase = _check_bool(lowercase, "lowercase")
-    min_word_count = positive_int(min_word_count, "min_word_count")
+    lowercase = checks.boolean(lowercase, "lowercase")
+    min_word_count = checks.positive_int(min_word_count, "min_word_count")
     if not any(text.strip() for text in texts):
         raise ValueError(
             f"No word to learn a vocabulary from: the {len(texts)} `texts` "
@@ -107,113 +111,6 @@ def train_vocabulary(texts, vocabulary_size, lowercase=True, min_word_count=2):
         **_PRETOKENIZATION,
     )
     return list(vocabulary)
-
-
-def save_vocabulary(vocabulary, path):
-    """Writes a vocabulary, one token per line, in UTF-8, atomically.
-
-    The tokens go to a temporary file in the same directory, which then
-    replaces `path` in one step: a reader sees the old file or the new one,
-    never a partial one, and a failed write leaves no file behind.
-
-    Args:
-        vocabulary: list of str. Must start with `"[PAD]"`, hold `"[UNK]"`,
-            and have distinct non-empty tokens without line breaks.
-        path: str or `os.PathLike`. Destination file; its directory must
-            exist.
-
-    Raises:
-        TypeError: if `vocabulary` is not a list of str.
-        ValueError: if `vocabulary` breaks the rules above.
-        FileNotFoundError: if the directory of `path` does not exist.
-
-    Example:
-
-    ```python
-    import os
-    import tempfile
-    import keras_attn
-    path = os.path.join(tempfile.mkdtemp(), "vocabulary.txt")
-    vocabulary = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "hello"]
-    keras_attn.data.save_vocabulary(vocabulary, path)
-    assert keras_attn.data.load_vocabulary(path) == vocabulary
-    ```
-    """
-    vocabulary = _check_vocabulary(vocabulary, "`vocabulary`")
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            "Expected `path` to be a str or os.PathLike. Received: "
-            f"path={path!r} of type {type(path).__name__}"
-        )
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"The directory {directory!r} does not exist. Received: "
-            f"path={str(path)!r}"
-        )
-    name = os.path.basename(path)
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write("".join(token + "\n" for token in vocabulary))
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only.
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def load_vocabulary(path):
-    """Reads a vocabulary written by `save_vocabulary`.
-
-    Args:
-        path: str or `os.PathLike`. A UTF-8 file with one token per line.
-
-    Returns:
-        list of str.
-
-    Raises:
-        FileNotFoundError: if there is no file at `path`.
-        ValueError: if the file is not UTF-8, is empty, has an empty line,
-            repeats a token, does not start with `"[PAD]"` or lacks
-            `"[UNK]"`.
-
-    Example:
-
-    ```python
-    import os
-    import tempfile
-    import keras_attn
-    path = os.path.join(tempfile.mkdtemp(), "vocabulary.txt")
-    with open(path, "w") as f:
-        f.write("[PAD]\\n[UNK]\\nhello\\n")
-    assert keras_attn.data.load_vocabulary(path) == ["[PAD]", "[UNK]", "hello"]
-    ```
-    """
-    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"No vocabulary file. Received: path={str(path)!r}"
-        )
-    with open(path, "rb") as file:
-        data = file.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"The vocabulary file {str(path)!r} is not UTF-8: {error}"
-        ) from None
-    # Split on "\n" only: str.splitlines() would also split tokens holding
-    # other line separators such as U+2028.
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    vocabulary = [line.removesuffix("\r") for line in lines]
-    return _check_vocabulary(vocabulary, f"the vocabulary file {str(path)!r}")
 
 
 def make_tokenizer(vocabulary, sequence_length=None, lowercase=True):
@@ -254,11 +151,11 @@ def make_tokenizer(vocabulary, sequence_length=None, lowercase=True):
     if isinstance(vocabulary, (str, os.PathLike)):
         vocabulary = load_vocabulary(vocabulary)
     else:
-        vocabulary = _check_vocabulary(vocabulary, "`vocabulary`")
-    sequence_length = positive_int(
+        vocabulary = check_vocabulary(vocabulary, "`vocabulary`")
+    sequence_length = checks.positive_int(
         sequence_length, "sequence_length", allow_none=True
     )
-    lowercase = _check_bool(lowercase, "lowercase")
+    lowercase = checks.boolean(lowercase, "lowercase")
     return keras_hub.tokenizers.WordPieceTokenizer(
         vocabulary=vocabulary,
         sequence_length=sequence_length,
@@ -299,98 +196,18 @@ def tokenize_with_bos_eos(texts, tokenizer):
     assert ids.to_list() == [[2, 4, 5, 3], [2, 4, 3]]
     ```
     """
-    bos_id, eos_id = _special_token_ids(tokenizer, (BOS, EOS))
+    bos_id, eos_id = special_token_ids(tokenizer, (BOS, EOS))
     if tf.inside_function():
-        return _add_bos_eos(_ragged_token_ids(texts, tokenizer), bos_id, eos_id)
+        return add_bos_eos(ragged_token_ids(texts, tokenizer), bos_id, eos_id)
 
     @tf.function
     def tokenize(texts):
-        return _add_bos_eos(_ragged_token_ids(texts, tokenizer), bos_id, eos_id)
+        return add_bos_eos(ragged_token_ids(texts, tokenizer), bos_id, eos_id)
 
     return tokenize(tf.convert_to_tensor(texts, dtype=tf.string))
 
 
-def _check_texts(texts, name):
-    """Returns `texts` as a list, if it is a non-string sequence of str.
-
-    Raises:
-        TypeError: otherwise, naming the argument `name`.
-    """
-    if isinstance(texts, (str, bytes)) or not hasattr(texts, "__len__"):
-        raise TypeError(
-            f"Expected `{name}` to be a list of str. Received: "
-            f"{name}={_short(texts)} of type {type(texts).__name__}"
-        )
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(
-                f"Expected `{name}` to be a list of str. Received: "
-                f"{name}[{i}]={_short(text)} of type {type(text).__name__}"
-            )
-    return texts
-
-
-def _check_vocabulary(vocabulary, name):
-    """Returns `vocabulary` as a list, if it is a valid vocabulary.
-
-    Valid: distinct, non-empty str tokens without line breaks, `"[PAD]"`
-    first, `"[UNK]"` somewhere.
-
-    Raises:
-        TypeError: if it is not a list of str.
-        ValueError: if it breaks a rule; the message names `name`.
-    """
-    if isinstance(vocabulary, (str, bytes)) or not hasattr(
-        vocabulary, "__len__"
-    ):
-        raise TypeError(
-            f"Expected {name} to be a list of str. Received: "
-            f"{_short(vocabulary)} of type {type(vocabulary).__name__}"
-        )
-    vocabulary = list(vocabulary)
-    if not vocabulary:
-        raise ValueError(f"{name[:1].upper()}{name[1:]} is empty.")
-    for i, token in enumerate(vocabulary):
-        if not isinstance(token, str):
-            raise TypeError(
-                f"Expected {name} to be a list of str. Received token {i}: "
-                f"{token!r} of type {type(token).__name__}"
-            )
-        if not token or "\n" in token or "\r" in token:
-            raise ValueError(
-                f"Token {i} of {name} is empty or holds a line break. "
-                f"Received: {token!r}"
-            )
-    if vocabulary[0] != PAD:
-        raise ValueError(
-            f"The first token of {name} must be {PAD!r} (id 0 is padding). "
-            f"Received: {vocabulary[0]!r}"
-        )
-    if UNK not in vocabulary:
-        raise ValueError(
-            f"{name[:1].upper()}{name[1:]} lacks the out-of-vocabulary token "
-            f"{UNK!r}."
-        )
-    repeated = [t for t, n in collections.Counter(vocabulary).items() if n > 1]
-    if repeated:
-        raise ValueError(
-            f"{name[:1].upper()}{name[1:]} repeats tokens, e.g. "
-            f"{repeated[:5]!r}; each token needs one id."
-        )
-    return vocabulary
-
-
-def _check_bool(value, name):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected a "
-            f"bool. Received: {name}={value!r}"
-        )
-    return value
-
-
-def _special_token_ids(tokenizer, tokens):
+def special_token_ids(tokenizer, tokens):
     """Returns the ids of `tokens`, checking that `[PAD]` is id 0.
 
     Raises:
@@ -422,7 +239,7 @@ def _special_token_ids(tokenizer, tokens):
     return tuple(ids[1:])
 
 
-def _ragged_token_ids(texts, tokenizer):
+def ragged_token_ids(texts, tokenizer):
     """Tokenizes a 1-D string tensor to int32 ids `(B, None)`, in graph."""
     ids = tokenizer.tokenize(texts)
     if not isinstance(ids, tf.RaggedTensor):
@@ -431,7 +248,7 @@ def _ragged_token_ids(texts, tokenizer):
     return tf.cast(ids, tf.int32)
 
 
-def _add_bos_eos(ids, bos_id, eos_id):
+def add_bos_eos(ids, bos_id, eos_id):
     batch = ids.nrows()
     bos = tf.fill([batch, 1], tf.constant(bos_id, tf.int32))
     eos = tf.fill([batch, 1], tf.constant(eos_id, tf.int32))
@@ -447,8 +264,3 @@ def _drop_rare_words(texts, min_word_count, lowercase):
         " ".join(w for w in text.split() if counts[key(w)] >= min_word_count)
         for text in texts
     ]
-
-
-def _short(value):
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

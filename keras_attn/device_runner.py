@@ -1,1 +1,0 @@
-../export/keras_attn_runner.py
