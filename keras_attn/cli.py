@@ -163,14 +163,13 @@ def quickstart(args):
     saved_model_path = export.export_saved_model(
         best, os.path.join(args.output_dir, "saved_model")
     )
-    report = export.export_tflite(
-        best, os.path.join(args.output_dir, "classifier.tflite"),
-        sample_inputs=sample,
-    )
     # The file carries its vocabulary and class names: the runtime and
     # `keras-attn classify` need only its path.
-    _embed_description(report.path, "encoder_classifier", vocabulary,
-                       class_names=corpus.class_names)
+    report = export.export_tflite(
+        best, os.path.join(args.output_dir, "classifier.tflite"),
+        sample_inputs=sample, vocabulary=vocabulary,
+        class_names=list(corpus.class_names),
+    )
     print(report.table())
 
     _step(6, "Classifying with the TFLite model (keras_attn_runtime, "
@@ -243,11 +242,15 @@ def _export_parser(subparsers):
                         help="(default: %(default)s)")
     parser.add_argument("--quantize", default="none",
                         choices=("none", "float16", "dynamic_int8", "int8"),
-                        help="(default: %(default)s)")
+                        help="weights (and int8: activations) of TFLite "
+                             "files; int8 is for --format tflite only "
+                             "(default: %(default)s)")
     parser.add_argument("--data", default=None,
                         help="a .npy of int token ids (N, L): sample inputs "
                              "for the parity/latency report and int8 "
-                             "calibration")
+                             "calibration; for generators, the prompts "
+                             "(sources for translators) of the greedy "
+                             "parity check (default: random ids)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="cache length of the generation signatures of "
                              "`generator` files and of SavedModels of "
@@ -260,14 +263,17 @@ def _export_parser(subparsers):
                              "interpreter) or pass it through the "
                              "signatures (default: %(default)s)")
     parser.add_argument("--vocabulary", default=None, metavar="FILE",
-                        help="the (target) vocabulary.txt to embed in the "
-                             ".tflite (default: none; then the runtime "
-                             "needs --vocabulary)")
+                        help="the (target) vocabulary to embed in the "
+                             ".tflite (default: vocabulary.txt or "
+                             "target_vocabulary.txt beside the model)")
     parser.add_argument("--source-vocabulary", default=None, metavar="FILE",
-                        help="a translator's source vocabulary to embed")
+                        help="a translator's source vocabulary to embed "
+                             "(default: source_vocabulary.txt beside the "
+                             "model)")
     parser.add_argument("--class-names", default=None, metavar="NAMES",
-                        help="a classifier's comma-separated class names, "
-                             "in label-id order, to embed")
+                        help="a classifier's class names, in label-id "
+                             "order, to embed: comma-separated, or a file "
+                             "with one per line")
     _add_log_arguments(parser)
     parser.set_defaults(run=export_command)
     return parser
@@ -278,85 +284,102 @@ def export_command(args):
     if not os.path.isfile(args.model):
         raise SystemExit(f"keras-attn export: no such model file: "
                          f"{args.model}")
+    quantization = None if args.quantize == "none" else args.quantize
+    if args.format == "saved_model" and quantization is not None:
+        raise SystemExit("keras-attn export: --quantize applies to "
+                         "TFLite formats only")
+    if args.format == "generator" and quantization == "int8":
+        raise SystemExit("keras-attn export: --quantize int8 is for "
+                         "--format tflite only; a generator takes none, "
+                         "float16 or dynamic_int8")
     description = _description_arguments(args)
+    data = None
+    if args.data is not None:
+        import numpy as np
+
+        data = np.load(args.data)
+    if quantization == "int8" and data is None:
+        raise SystemExit("keras-attn export: --quantize int8 needs --data "
+                         "(representative token ids for calibration)")
     import_tensorflow(args.verbose)
     import keras
-    import numpy as np
 
     from keras_attn import export
 
     model = keras.saving.load_model(args.model)
-    quantization = None if args.quantize == "none" else args.quantize
     if args.format == "saved_model":
-        if quantization is not None:
-            raise SystemExit("keras-attn export: --quantize applies to "
-                             "TFLite formats only")
         path = export.export_saved_model(model, args.output,
                                          max_length=args.max_length)
         print(f"SavedModel -> {path}")
         return path
     if args.format == "generator":
-        path = export.export_generator_tflite(
+        report = export.export_generator_tflite(
             model, args.output, args.max_length, quantization=quantization,
-            kv_cache=args.kv_cache)
-        _embed_description(path, None, quantization=quantization,
-                           **description)
-        length = args.max_length or "the model's sequence length"
-        print(f"generator (prefill/decode, max_length {length}, KV cache "
-              f"in {args.kv_cache}) -> {path}")
-        print("ops: " + ", ".join(export.tflite_ops(path)))
-        return path
-    data = None
-    if args.data is not None:
-        data = np.load(args.data).astype("int32")
-    if quantization == "int8" and data is None:
-        raise SystemExit("keras-attn export: --quantize int8 needs --data "
-                         "(representative token ids for calibration)")
-    report = export.export_tflite(
-        model, args.output, quantization=quantization,
-        representative_data=data, sample_inputs=None if data is None
-        else data[:32],
-    )
-    _embed_description(report.path, None, quantization=quantization,
-                       **description)
+            kv_cache=args.kv_cache, sample_prompts=data, **description)
+    else:
+        report = export.export_tflite(
+            model, args.output, quantization=quantization,
+            representative_data=data,
+            sample_inputs=None if data is None else data[:32],
+            **description)
     print(report.table())
+    print(f"{args.format} -> {report.path}")
     return report
 
 
+# The files the example scripts save beside their best.keras.
+_BESIDE_MODEL = {
+    "vocabulary": ("vocabulary.txt", "target_vocabulary.txt"),
+    "source_vocabulary": ("source_vocabulary.txt",),
+    "class_names": ("class_names.txt",),
+}
+
+
 def _description_arguments(args):
-    """The vocabularies and class names of `export`, read before the
-    (slow) export so that a wrong path fails at once."""
+    """The vocabularies and class names that `export` embeds in TFLite
+    files: from the flags, else from the files the example scripts save
+    beside the model (with a notice). Read before the (slow) export, so
+    that a wrong path fails at once."""
     from keras_attn_runtime import load_vocabulary
 
+    given = {"vocabulary": args.vocabulary,
+             "source_vocabulary": args.source_vocabulary,
+             "class_names": args.class_names}
+    if args.format == "saved_model":
+        if any(value is not None for value in given.values()):
+            raise SystemExit("keras-attn export: --vocabulary, "
+                             "--source-vocabulary and --class-names are "
+                             "embedded in TFLite files only")
+        return {}
+    folder = os.path.dirname(os.path.abspath(args.model))
+    for key, names in _BESIDE_MODEL.items():
+        if given[key] is not None:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                given[key] = path
+                print(f"keras-attn export: notice: embedding {path} "
+                      f"(--{key.replace('_', '-')})", file=sys.stderr)
+                break
     description = {}
-    if args.vocabulary is not None:
-        description["vocabulary"] = load_vocabulary(args.vocabulary,
-                                                    "--vocabulary")
-    if args.source_vocabulary is not None:
-        description["source_vocabulary"] = load_vocabulary(
-            args.source_vocabulary, "--source-vocabulary")
-    if args.class_names is not None:
-        description["class_names"] = args.class_names.split(",")
-    if args.format == "saved_model" and description:
-        raise SystemExit("keras-attn export: --vocabulary, "
-                         "--source-vocabulary and --class-names are embedded "
-                         "in TFLite files only")
-    if not description:
-        print("keras-attn export: notice: no --vocabulary: the file will "
-              "not carry its vocabulary, so the runtime will need "
-              "--vocabulary", file=sys.stderr)
+    for key in ("vocabulary", "source_vocabulary"):
+        if given[key] is not None:
+            description[key] = load_vocabulary(given[key],
+                                               f"--{key.replace('_', '-')}")
+    if given["class_names"] is not None:
+        names = given["class_names"]
+        if os.path.isfile(names):
+            with open(names, encoding="utf-8") as f:
+                description["class_names"] = f.read().splitlines()
+        else:
+            description["class_names"] = names.split(",")
+    if "vocabulary" not in description:
+        print("keras-attn export: notice: no --vocabulary (and no "
+              "vocabulary.txt beside the model): the file will not carry "
+              "its vocabulary, so the runtime will need --vocabulary",
+              file=sys.stderr)
     return description
-
-
-def _embed_description(path, model_type, vocabulary=None, **description):
-    """Writes the keras_attn description into the .tflite at `path`."""
-    from keras_attn.export import metadata
-
-    with open(path, "rb") as f:
-        model_bytes = f.read()
-    metadata.embed_file(path, metadata.describe(
-        model_bytes, model_type=model_type, vocabulary=vocabulary,
-        **description))
 
 
 def _runtime_parser(subparsers, command, what, add_arguments, run):

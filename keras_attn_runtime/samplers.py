@@ -55,15 +55,16 @@ def check_generation_config(config):
     """
     if not isinstance(config, dict):
         raise TypeError(
-            "Expected `generation_config` to be a dict. Received: "
-            f"generation_config={checks.short(config)}"
+            "Received an invalid value for argument `generation_config`, "
+            "expected a dict. Received: generation_config of type "
+            f"{type(config).__name__}"
         )
     unknown = sorted(set(config) - set(GENERATION_KEYS))
     if unknown:
         raise ValueError(
-            f"Unknown generation settings {unknown}; expected some of "
-            f"{list(GENERATION_KEYS)}. Received: "
-            f"generation_config={checks.short(config)}"
+            "Received an invalid value for argument `generation_config`, "
+            f"expected keys among {list(GENERATION_KEYS)}. Received "
+            f"unknown keys: {unknown}"
         )
     config = dict(config)
     if "sampler" in config:

@@ -63,6 +63,7 @@ import tempfile
 import warnings
 
 from keras_attn.export import flatbuffer
+from keras_attn_runtime.tflite_file import TFLiteFile
 
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
 
@@ -150,8 +151,9 @@ def ops_in_converter_error(message):
 def check_builtin_ops(model_bytes):
     """Raises `UnsupportedOpsError` if a .tflite flatbuffer holds Flex,
     custom or `WHILE` ops."""
+    codes = TFLiteFile(model_bytes, name="the model").op_codes
     rejected = sorted({
-        name for name, custom in flatbuffer.op_codes(model_bytes)
+        name for name, custom in codes
         if custom or name.upper().startswith("FLEX") or name == "CUSTOM"
         or name in REJECTED_BUILTINS
     })

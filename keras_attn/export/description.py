@@ -18,25 +18,13 @@ feeds, whose rows are its `vocabulary_size` (`TokenAndPositionEmbedding`)
 or `input_dim` (`keras.layers.Embedding` and its subclasses).
 """
 
-import importlib
-import importlib.util
-import os
-
 import keras
 
-from keras_attn.export import atomic
-from keras_attn.export import flatbuffer
 from keras_attn.export.generation_signatures import has_decoder_layers
-from keras_attn.models.generation import make_sampler
 from keras_attn.version import __version__
-
-FORMAT = "keras_attn/1"
-# The keys of `special_tokens`, in the order of keras_attn.data's
-# RESERVED_TOKENS (ids 0 to 3 of every vocabulary it makes).
-SPECIAL_TOKEN_KEYS = ("pad", "unk", "bos", "eos")
-GENERATION_KEYS = ("sampler", "temperature", "top_k", "top_p",
-                   "repetition_penalty", "no_repeat_ngram_size",
-                   "start_token", "stop_token")
+from keras_attn_runtime import description as description_lib
+from keras_attn_runtime import samplers
+from keras_attn_runtime import vocabulary as vocabulary_lib
 
 
 def token_inputs(model):
@@ -161,27 +149,13 @@ def check_class_names(model, class_names):
 
 
 def check_generation_config(config, vocabulary=None):
-    """Returns a copy of the generation defaults, checked: known keys, a
-    valid sampler (`keras_attn.models.generation.make_sampler`), and
-    start/stop tokens from `vocabulary` when it is given."""
+    """Returns a copy of the generation defaults, checked by
+    `keras_attn_runtime.samplers.check_generation_config` (known keys,
+    valid sampler settings), with start/stop tokens from `vocabulary` when
+    it is given."""
     if config is None:
         return None
-    if not isinstance(config, dict):
-        raise TypeError(
-            "Received an invalid value for argument `generation_config`, "
-            "expected a dict. Received: generation_config of type "
-            f"{type(config).__name__}"
-        )
-    unknown = sorted(set(config) - set(GENERATION_KEYS))
-    if unknown:
-        raise ValueError(
-            "Received an invalid value for argument `generation_config`, "
-            f"expected keys among {GENERATION_KEYS}. Received unknown "
-            f"keys: {unknown}"
-        )
-    settings = {key: config[key] for key in
-                ("temperature", "top_k", "top_p") if key in config}
-    make_sampler(config.get("sampler", "greedy"), **settings)
+    config = samplers.check_generation_config(config)
     for key in ("start_token", "stop_token"):
         token = config.get(key)
         if token is not None and vocabulary is not None and (
@@ -191,7 +165,7 @@ def check_generation_config(config, vocabulary=None):
                 f"`generation_config[{key!r}]` must be a token of "
                 f"`vocabulary`. Received: {key}={token!r}"
             )
-    return dict(config)
+    return config
 
 
 def model_type(model):
@@ -212,7 +186,8 @@ def model_type(model):
 def describe(kind, model_type, quantization, vocabulary=None,
              source_vocabulary=None, lowercase=True, class_names=None,
              generation_config=None, **lengths):
-    """The description dict of an exported file (format `keras_attn/1`).
+    """The description dict of an exported file (format `keras_attn/1`,
+    defined in `keras_attn_runtime.description`), checked there.
 
     Args:
         kind: `"classifier"` or `"generator"`.
@@ -229,53 +204,29 @@ def describe(kind, model_type, quantization, vocabulary=None,
     Returns:
         dict.
     """
-    from keras_attn.data import RESERVED_TOKENS
-
     if not isinstance(lowercase, bool):
         raise TypeError(
             "Received an invalid value for argument `lowercase`, expected "
             f"a bool. Received: lowercase={lowercase!r}"
         )
-    description = {"format": FORMAT, "keras_attn_version": __version__,
+    description = {"format": description_lib.FORMAT,
+                   "keras_attn_version": __version__,
                    "kind": kind, "model_type": model_type}
     if vocabulary is not None:
-        description["vocabulary"] = vocabulary
+        description["vocabulary"] = list(vocabulary)
         description["lowercase"] = lowercase
         description["special_tokens"] = {
-            key: token for key, token in zip(SPECIAL_TOKEN_KEYS,
-                                             RESERVED_TOKENS)
+            key: token for key, token in zip(description_lib.SPECIAL_TOKENS,
+                                             vocabulary_lib.RESERVED_TOKENS)
             if token in vocabulary
         }
     if source_vocabulary is not None:
-        description["source_vocabulary"] = source_vocabulary
+        description["source_vocabulary"] = list(source_vocabulary)
     if class_names is not None:
-        description["class_names"] = class_names
+        description["class_names"] = list(class_names)
     description.update({key: value for key, value in lengths.items()
                         if value is not None})
     description["quantization"] = quantization
     if generation_config is not None:
         description["generation"] = generation_config
-    return description
-
-
-def write_file(path, model_bytes, description):
-    """Embeds `description` into the .tflite bytes (where
-    `keras_attn.export.metadata` is installed) and writes them to `path`
-    atomically.
-
-    Returns:
-        The fields every export report has: `path` (absolute),
-        `size_bytes`, `ops`, and `description` (`None` when nothing was
-        embedded).
-    """
-    # Not installed yet is the only case handled here; an error inside the
-    # module propagates.
-    if importlib.util.find_spec("keras_attn.export.metadata") is None:
-        description = None
-    else:
-        metadata = importlib.import_module("keras_attn.export.metadata")
-        model_bytes = metadata.embed(model_bytes, description)
-    path = atomic.write_bytes(path, model_bytes)
-    return {"path": path, "size_bytes": os.path.getsize(path),
-            "ops": flatbuffer.op_names(model_bytes),
-            "description": description}
+    return description_lib.check_description(description)

@@ -1,50 +1,21 @@
-"""Reading a converted .tflite flatbuffer: its op codes and the weights of
-the ops that produce its outputs.
+"""Reading a converted .tflite flatbuffer on the export side.
 
-The exporters need these two views of a file: the op list (to reject
-Flex, custom and `WHILE` ops, and for the reports) and, for `"int8"`
-quantization, which output layers are small enough to keep in float32.
-Both read the flatbuffer with LiteRT's generated schema; neither runs the
-model.
+The op list (to reject Flex, custom and `WHILE` ops, and for the reports)
+comes from `keras_attn_runtime.tflite_file`, the reader the device runtime
+uses too; `tflite_ops` is its public face here. What only the exporter
+needs lives here: for `"int8"` quantization, which output layers are small
+enough to keep in float32 (read with LiteRT's generated schema).
 """
 
 import numpy as np
+
+from keras_attn_runtime.tflite_file import op_names as runtime_op_names
 
 
 def _schema():
     from ai_edge_litert import schema_py_generated as schema
 
     return schema
-
-
-def op_codes(model_bytes):
-    """`[(name, is_custom)]` for every operator code in a .tflite flatbuffer.
-
-    Custom ops (Flex ops included) are named by their custom code, e.g.
-    `FlexMatrixDeterminant`, as the LiteRT interpreter names them.
-    """
-    schema = _schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items()
-             if not k.startswith("_")}
-    model = schema.Model.GetRootAs(model_bytes, 0)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        # Codes above 127 live only in `BuiltinCode`; older files only fill
-        # `DeprecatedBuiltinCode`. The larger of the two is the real one.
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.CustomCode()
-            name = custom.decode() if custom else "CUSTOM"
-            codes.append((name, True))
-        else:
-            codes.append((names.get(builtin, f"BUILTIN_{builtin}"), False))
-    return codes
-
-
-def op_names(model_bytes):
-    """The sorted, unique op names of a .tflite flatbuffer."""
-    return sorted({name for name, _ in op_codes(model_bytes)})
 
 
 def tflite_ops(path):
@@ -77,8 +48,7 @@ def tflite_ops(path):
     assert "FULLY_CONNECTED" in tflite_ops(path)
     ```
     """
-    with open(path, "rb") as f:
-        return op_names(f.read())
+    return runtime_op_names(path)
 
 
 def small_output_tensors(model_bytes, max_weights):

@@ -15,6 +15,7 @@ from keras_attn.export import converter
 from keras_attn.export import description as description_lib
 from keras_attn.export import generation_signatures as signatures
 from keras_attn.export import inputs as inputs_lib
+from keras_attn.export import metadata
 from keras_attn.export import report as report_lib
 from keras_attn.export.saved_model import check_exportable
 from keras_attn.layers.validation import positive_int
@@ -222,7 +223,7 @@ def export_generator_tflite(model, path, max_length=None, quantization=None,
     archive.track(model)
     names = signatures.add_generation_endpoints(archive, decoder, max_length,
                                                 kv_cache)
-    written = description_lib.write_file(
+    written = metadata.write(
         path, converter.convert(archive, names, quantization), description)
 
     measured = {"identical": 0, "encode_ms": None, "prefill_ms": None,

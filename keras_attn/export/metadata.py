@@ -20,14 +20,14 @@ import os
 
 import numpy as np
 
-from keras_attn.version import __version__
+from keras_attn.export import description as description_lib
 from keras_attn_runtime import atomic
 from keras_attn_runtime import checks
-from keras_attn_runtime import description as description_lib
 from keras_attn_runtime import vocabulary as vocabulary_lib
+from keras_attn_runtime.description import METADATA_NAME
+from keras_attn_runtime.description import check_description
 from keras_attn_runtime.tflite_file import TFLiteFile
 
-METADATA_NAME = description_lib.METADATA_NAME
 _FILE_IDENTIFIER = b"TFL3"
 
 
@@ -94,28 +94,23 @@ def describe(model_bytes, model_type=None, vocabulary=None,
     """
     model = TFLiteFile(model_bytes, name="the model")
     signatures = model.signatures
-    description = {"format": description_lib.FORMAT,
-                   "keras_attn_version": __version__}
     if "prefill" in signatures and "decode" in signatures:
         seq2seq = "encode" in signatures
-        description.update(
-            kind="generator",
-            model_type=model_type or ("seq2seq" if seq2seq
-                                      else "decoder_lm"),
+        kind = "generator"
+        model_type = model_type or ("seq2seq" if seq2seq else "decoder_lm")
+        lengths = dict(
             max_length=_dimension(signatures, "prefill", "inputs",
                                   "token_ids", 1),
             kv_cache=("tensors" if "cache" in signatures["decode"]["inputs"]
                       else "variables"),
         )
         if seq2seq:
-            description["source_length"] = _dimension(
+            lengths["source_length"] = _dimension(
                 signatures, "encode", "inputs", "encoder_token_ids", 1)
     elif "serving_default" in signatures:
-        description.update(
-            kind="classifier", model_type=model_type or "other",
-            sequence_length=_dimension(signatures, "serving_default",
-                                       "inputs", "token_ids", 1),
-        )
+        kind, model_type = "classifier", model_type or "other"
+        lengths = dict(sequence_length=_dimension(
+            signatures, "serving_default", "inputs", "token_ids", 1))
     else:
         raise ValueError(
             "The model has neither a classifier's signature "
@@ -123,23 +118,16 @@ def describe(model_bytes, model_type=None, vocabulary=None,
             f"Received signatures: {sorted(signatures)}"
         )
     if vocabulary is not None:
-        description["vocabulary"] = vocabulary_lib.check_vocabulary(
-            vocabulary)
-        description["lowercase"] = checks.boolean(lowercase, "lowercase")
-        description["special_tokens"] = {
-            key: token for key, token in zip(
-                description_lib.SPECIAL_TOKENS, vocabulary_lib.RESERVED_TOKENS)
-            if token in description["vocabulary"]
-        }
+        vocabulary = vocabulary_lib.check_vocabulary(vocabulary)
     if source_vocabulary is not None:
-        description["source_vocabulary"] = vocabulary_lib.check_vocabulary(
+        source_vocabulary = vocabulary_lib.check_vocabulary(
             source_vocabulary, "`source_vocabulary`")
-    if class_names is not None:
-        description["class_names"] = class_names
-    description["quantization"] = quantization
-    if generation_config is not None:
-        description["generation"] = generation_config
-    description = description_lib.check_description(description)
+    description = description_lib.describe(
+        kind, model_type, quantization, vocabulary=vocabulary,
+        source_vocabulary=source_vocabulary,
+        lowercase=lowercase,
+        class_names=class_names, generation_config=generation_config,
+        **lengths)
     check_fits(model, description)
     return description
 
@@ -209,7 +197,7 @@ def embed(model_bytes, description):
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
-    description = description_lib.check_description(description)
+    description = check_description(description)
     check_fits(TFLiteFile(model_bytes, name="the model"), description)
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
     buffers = model.buffers or []
@@ -256,3 +244,19 @@ def embed_file(path, description):
     with open(path, "rb") as f:
         model_bytes = f.read()
     return atomic.write_bytes(path, embed(model_bytes, description))
+
+
+def write(path, model_bytes, description):
+    """Embeds `description` into the .tflite bytes and writes them to
+    `path` atomically: the last step of every exporter.
+
+    Returns:
+        The fields every export report has: `path` (absolute),
+        `size_bytes`, `ops` and `description`.
+    """
+    model_bytes = embed(model_bytes, description)
+    path = atomic.write_bytes(path, model_bytes)
+    return {"path": path, "size_bytes": len(model_bytes),
+            "ops": sorted({name for name, _ in TFLiteFile(
+                model_bytes, name=path).op_codes}),
+            "description": description}

@@ -21,6 +21,7 @@ The conversion and the quantization modes are those of
 from keras_attn.export import converter
 from keras_attn.export import description as description_lib
 from keras_attn.export import inputs as inputs_lib
+from keras_attn.export import metadata
 from keras_attn.export import report as report_lib
 from keras_attn.export.converter import QUANTIZATIONS
 from keras_attn.export.converter import UnsupportedOpsError
@@ -162,7 +163,7 @@ def export_tflite(
         sequence_length=(token_input.shape[1] if token_input is not None
                          and len(token_input.shape) == 2 else None),
     )
-    written = description_lib.write_file(
+    written = metadata.write(
         path, converter.convert(serving_archive(model, batch_size=1),
                                 [SERVING_SIGNATURE], quantization, examples),
         description)

@@ -4,7 +4,6 @@ against the model before anything is written, and the description is
 embedded in the .tflite's metadata (read back here with LiteRT's schema,
 not with keras_attn's reader)."""
 
-import importlib.util
 import json
 import os
 
@@ -21,12 +20,6 @@ from keras_attn.version import __version__
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="TFLite export needs the TensorFlow backend",
-)
-
-needs_metadata_writer = pytest.mark.skipif(
-    importlib.util.find_spec("keras_attn.export.metadata") is None,
-    reason="the metadata writer keras_attn.export.metadata (helper "
-    "`runtime`'s branch) is not merged yet",
 )
 
 RESERVED = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
@@ -167,7 +160,6 @@ def test_generation_config_is_checked(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-@needs_metadata_writer
 def test_classifier_file_carries_its_vocabulary_and_class_names(tmp_path):
     model = _classifier()
     ids = np.array([[5, 6, 7, 0, 0, 0, 0, 0], [9, 8, 7, 6, 5, 4, 3, 2]])
@@ -187,7 +179,6 @@ def test_classifier_file_carries_its_vocabulary_and_class_names(tmp_path):
     assert report.next_command == f"keras-attn classify {report.path} Hello"
 
 
-@needs_metadata_writer
 def test_translator_file_carries_both_vocabularies(tmp_path):
     config = {"sampler": "greedy", "start_token": "[BOS]",
               "stop_token": "[EOS]"}
@@ -209,21 +200,3 @@ def test_translator_file_carries_both_vocabularies(tmp_path):
         "--source Hello"
 
 
-def test_without_a_writer_the_file_is_plain(tmp_path, monkeypatch):
-    """Before the metadata writer exists the export still works, and the
-    report says nothing is embedded."""
-    real_find_spec = importlib.util.find_spec
-
-    def find_spec(name, *args, **kwargs):
-        if name == "keras_attn.export.metadata":
-            return None
-        return real_find_spec(name, *args, **kwargs)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    report = export_tflite(_classifier(), tmp_path / "c.tflite",
-                           vocabulary=VOCABULARY)
-    assert report.description is None
-    assert embedded_description(report.path) is None
-    assert "none embedded" in report.table()
-    assert report.next_command == (f"keras-attn classify {report.path} "
-                                   "Hello --vocabulary vocabulary.txt")

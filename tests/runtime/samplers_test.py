@@ -99,7 +99,7 @@ def test_generation_config_checks():
         ({"repetition_penalty": 0}, "repetition_penalty=0"),
         ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size=-1"),
         ({"stop_token": ""}, "stop_token=''"),
-        ({"beam_width": 4}, "Unknown generation settings \\['beam_width'\\]"),
+        ({"beam_width": 4}, "unknown keys: \\['beam_width'\\]"),
     ]
     for config, message in cases:
         with pytest.raises(ValueError, match=message):
