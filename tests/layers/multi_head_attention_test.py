@@ -276,8 +276,18 @@ def test_bad_call_arguments():
     x = _x(2, 3, 8)
     with pytest.raises(ValueError, match="attention_mask"):
         layer(x, x, attention_mask=np.ones((2, 4, 3), bool))
-    with pytest.raises(ValueError, match="rank 3"):
-        MultiHeadAttention(2, 4)(_x(2, 3, 4, 8), _x(2, 3, 4, 8))
+    with pytest.raises(ValueError, match="rank 3 or more"):
+        MultiHeadAttention(2, 4)(_x(3, 8), _x(3, 8))
+    with pytest.raises(ValueError, match="same rank"):
+        MultiHeadAttention(2, 4)(_x(2, 3, 4, 8), _x(2, 3, 8))
+    with pytest.raises(ValueError, match="except the last one, must be equal"):
+        MultiHeadAttention(2, 4)(x, _x(2, 5, 8), _x(2, 4, 8))
+    with pytest.raises(ValueError, match="attention_axes"):
+        MultiHeadAttention(2, 4, attention_axes=3)(x, x)
+    with pytest.raises(ValueError, match="cache.*rank-3"):
+        MultiHeadAttention(2, 4, attention_axes=2)(
+            _x(2, 3, 4, 8), _x(2, 3, 4, 8),
+            cache=np.zeros((2, 2, 4, 2, 4), "float32"), cache_update_index=0)
     with pytest.raises(ValueError, match="cache_update_index"):
         layer(x, x, cache_update_index=0)
     with pytest.raises(ValueError, match="cache"):
