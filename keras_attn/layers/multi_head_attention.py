@@ -272,8 +272,10 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"key_dim={key_dim}"
             )
         self.rotary_max_wavelength = rotary_max_wavelength
-        self.seed_generator = (
-            keras.random.SeedGenerator(seed) if self.dropout > 0 else None
+        # Holds the dropout seed, under Keras's attribute name: `.weights.h5`
+        # files key objects by attribute name, so ours and Keras's match.
+        self._dropout_layer = keras.layers.Dropout(
+            rate=self.dropout, seed=seed, dtype=self.dtype_policy
         )
         # Which path the last call took: "fused" or "explicit".
         self.last_attention_path = None
@@ -380,6 +382,8 @@ class MultiHeadAttention(keras.layers.Layer):
             rank, self._kv_heads, self.key_dim, "key"
         )
         self._key_dense.build(key_shape)
+        # Attribute names are Keras's (`_gate_dense` has no public twin):
+        # `.weights.h5` files key objects by attribute name.
         self._gate_dense = None
         if self.use_gate:
             self._gate_dense = self._heads_projection(
@@ -428,11 +432,6 @@ class MultiHeadAttention(keras.layers.Layer):
     @property
     def output_dense(self):
         return self._output_dense
-
-    @property
-    def gate_dense(self):
-        """The gate projection, or `None` without `use_gate`."""
-        return self._gate_dense
 
     def enable_lora(
         self,
@@ -742,7 +741,7 @@ class MultiHeadAttention(keras.layers.Layer):
             mask=mask,
             dropout_rate=self.dropout,
             training=training,
-            seed=self.seed_generator,
+            seed=getattr(self._dropout_layer, "seed_generator", None),
             return_weights=return_attention_scores,
             implementation=self.last_attention_path,
             flash_attention=self._flash_attention,
