@@ -47,21 +47,23 @@ KERAS_HUB_PEER_DIR = REPO_ROOT.parent / "shared" / "peer-tests" / "keras-hub"
 NOT_APPLICABLE_PATH = pathlib.Path(__file__).with_name("NOT_APPLICABLE.md")
 SHIM_MODULE = "_peer_imports"
 
-# Keras's settings: pyproject.toml `[tool.pytest.ini_options]` of
-# keras-team/keras, and its root conftest's `requires_trainable_backend`
+# Both peers (their pyproject.toml `[tool.pytest.ini_options]`) turn
+# warnings into errors except these categories.
+_IGNORED_WARNINGS = (
+    "DeprecationWarning", "ImportWarning", "RuntimeWarning",
+    "PendingDeprecationWarning", "FutureWarning", "UserWarning",
+)
+
+
+def _pytest_ini(*extra_filters):
+    filters = ["error"] + [f"ignore::{c}" for c in _IGNORED_WARNINGS]
+    lines = "\n".join(f"    {f}" for f in filters + list(extra_filters))
+    return f"[pytest]\nfilterwarnings =\n{lines}\n"
+
+
+# Keras's settings, and its root conftest's `requires_trainable_backend`
 # marker (skipped on backends without a trainer).
-KERAS_PYTEST_INI = """\
-[pytest]
-filterwarnings =
-    error
-    ignore::DeprecationWarning
-    ignore::ImportWarning
-    ignore::RuntimeWarning
-    ignore::PendingDeprecationWarning
-    ignore::FutureWarning
-    ignore::UserWarning
-    ignore:Custom mask layers require a config
-"""
+KERAS_PYTEST_INI = _pytest_ini("ignore:Custom mask layers require a config")
 KERAS_CONFTEST = '''\
 """Keras's root conftest: the `requires_trainable_backend` marker."""
 import pytest
@@ -90,17 +92,7 @@ def pytest_collection_modifyitems(config, items):
 # 7 of keras-hub's tests fail against keras-hub's own classes (a
 # UserWarning "The model does not have any trainable weights" from
 # Keras's trainer, and the like), with these they all pass.
-KERAS_HUB_PYTEST_INI = """\
-[pytest]
-filterwarnings =
-    error
-    ignore::DeprecationWarning
-    ignore::ImportWarning
-    ignore::RuntimeWarning
-    ignore::PendingDeprecationWarning
-    ignore::FutureWarning
-    ignore::UserWarning
-"""
+KERAS_HUB_PYTEST_INI = _pytest_ini()
 KERAS_HUB_CONFTEST = '''\
 """keras-hub's root conftest: its markers; `large` needs --run_large."""
 import keras
