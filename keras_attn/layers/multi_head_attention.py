@@ -508,6 +508,13 @@ class MultiHeadAttention(keras.layers.Layer):
             cache, "cache", (None, 2, None, self._kv_heads, self.key_dim)
         )
 
+    @staticmethod
+    def _cache_length(cache):
+        """`S`, the static length of a cache in either form."""
+        if isinstance(cache, (tuple, list)):
+            return cache[0].shape[1]  # (B, S, K, H)
+        return cache.shape[2]  # (B, 2, S, K, H)
+
     def _keys_and_values(self, key, value, cache, cache_update_index):
         """Projected keys and values, read from and written to the cache.
 
@@ -853,9 +860,7 @@ class MultiHeadAttention(keras.layers.Layer):
         outputs = (output,)
         if return_attention_scores:
             if cache is not None:  # S is the cache's length
-                length = (cache[0].shape[1] if isinstance(cache, (tuple, list))
-                          else cache.shape[2])
-                key_shape = (key_shape[0], length)
+                key_shape = (key_shape[0], self._cache_length(cache))
             outputs += (keras.KerasTensor(
                 self._scores_shape(tuple(query.shape), tuple(key_shape)),
                 dtype=self.compute_dtype,

@@ -368,6 +368,11 @@ def test_weights_interchange_with_keras_both_ways(init, q_shape, v_shape,
             for a, b in zip(got, want):
                 assert a.shape == b.shape
                 assert_allclose(a, b, atol=1e-6, rtol=1e-6)
+            # Without scores ours takes the fused path (if H == V).
+            fused = ours(q, v, k, **call, **mask_kwargs)
+            assert ours.last_attention_path == (
+                "fused" if ours.key_dim == ours.value_dim else "explicit")
+            assert_allclose(fused, want[0], atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("save_with_ours", [True, False])
@@ -427,8 +432,8 @@ AXES_CASES = [
 def test_attention_axes_match_numpy_float64(q_shape, v_shape, axes, q_eq,
                                             kv_eq, logits_eq, out_eq,
                                             use_gate):
-    layer = MultiHeadAttention(num_heads=2, key_dim=4, value_dim=3,
-                               attention_axes=axes, use_gate=use_gate)
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, attention_axes=axes,
+                               use_gate=use_gate)
     q, v = _x(*q_shape), _x(*v_shape, seed=1)
     layer(q, v)
     w = [np.asarray(to_numpy(x), np.float64) for x in layer.weights]
@@ -458,6 +463,9 @@ def test_attention_axes_match_numpy_float64(q_shape, v_shape, axes, q_eq,
                         return_attention_scores=True)
     assert_allclose(scores, weights, atol=1e-6)
     assert_allclose(out, expected, atol=1e-5)
+    fused = layer(q, v, attention_mask=mask)
+    assert layer.last_attention_path == "fused"
+    assert_allclose(fused, expected, atol=1e-5)
 
 
 def test_attention_axes_negative_and_positive_are_the_same_layer():
