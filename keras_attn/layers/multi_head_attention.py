@@ -572,20 +572,14 @@ class MultiHeadAttention(keras.layers.Layer):
                        if a not in axes)
         return others, axes
 
-    def _padding_to_scores(self, mask, projected_rank, name, is_query):
+    def _padding_to_scores(self, mask, projected_rank, is_query):
         """A padding mask `(B, ...)` over the query's (or key's) axes, laid
         out as the scores `(B, *A, 1, *Tq, *1)` (or `(B, *A, 1, *1, *Sk)`).
         """
         others, axes = self._layout(projected_rank)
         mask = ops.cast(mask, "bool")
-        if len(mask.shape) != projected_rank - 2:
-            raise ValueError(
-                f"`{name}` must have the input's shape without the feature "
-                f"axis (rank {projected_rank - 2}). Received: "
-                f"{name}.shape={tuple(mask.shape)}"
-            )
         order = (0,) + others + axes
-        if order != tuple(sorted(order)):
+        if order != tuple(range(len(order))):
             mask = ops.transpose(mask, order)  # (B, *A, *attention axes)
         new_axes = [1 + len(others)]  # heads
         extra = range(len(axes))
@@ -597,7 +591,7 @@ class MultiHeadAttention(keras.layers.Layer):
             mask = ops.expand_dims(mask, axis)
         return mask
 
-    def _position_mask(self, q, k, causal, offset):
+    def _position_mask(self, q, k, causal, window, offset):
         """Causal and/or sliding-window mask over the flattened attention
         positions, laid out as the scores `(1, *1, 1, *Tq, *Sk)`."""
         others, axes = self._layout(len(q.shape))
@@ -607,11 +601,10 @@ class MultiHeadAttention(keras.layers.Layer):
         mask = None
         if causal:
             mask = causal_mask(query_length, key_length, offset)
-        if self.sliding_window is not None:
-            window = sliding_window_mask(
-                query_length, key_length, self.sliding_window, offset
-            )
-            mask = merge_masks(mask, window)  # (T, S)
+        if window is not None:
+            band = sliding_window_mask(query_length, key_length, window,
+                                       offset)
+            mask = merge_masks(mask, band)  # (T, S)
         if len(axes) > 1:
             mask = ops.reshape(mask, q_dims + k_dims)  # (*Tq, *Sk)
         for _ in range(2 + len(others)):
@@ -637,20 +630,23 @@ class MultiHeadAttention(keras.layers.Layer):
         if query_mask is not None:
             check_mask_shape(query_mask, "query_mask", q.shape[:-2])
             query_mask = self._padding_to_scores(
-                query_mask, rank, "query_mask", is_query=True
+                query_mask, rank, is_query=True
             )
         if key_padding is not None:
             check_mask_shape(key_padding, "value_mask", k.shape[:-2])
             key_padding = self._padding_to_scores(
-                key_padding, rank, "value_mask", is_query=False
+                key_padding, rank, is_query=False
             )
         positions = None
         if use_causal_mask or self.sliding_window is not None:
-            positions = self._position_mask(q, k, use_causal_mask, offset)
+            positions = self._position_mask(
+                q, k, use_causal_mask, self.sliding_window, offset
+            )
         return merge_masks(attention_mask, query_mask, key_padding,
                            positions)
 
-    def _fold(self, x, others, axes):
+    @staticmethod
+    def _fold(x, others, axes):
         """(B, *dims, heads, H) -> (B * prod(A), prod(attention axes),
         heads, H), with what `_unfold` needs to undo it."""
         rank = len(x.shape)
@@ -713,7 +709,8 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         if use_causal_mask:
             attention_mask = merge_masks(
-                attention_mask, self._position_mask(query, key, True, 0)
+                attention_mask,
+                self._position_mask(query, key, True, None, 0),
             )
         q, fold = self._fold(query, others, axes)  # (B', T, N, H)
         k, _ = self._fold(key, others, axes)  # (B', S, K, H)
