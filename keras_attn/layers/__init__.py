@@ -1,5 +1,6 @@
 """Keras 3 attention layers, backend-agnostic (`keras.ops` only)."""
 
+from keras_attn.layers.group_query_attention import GroupQueryAttention
 from keras_attn.layers.multi_head_attention import MultiHeadAttention
 from keras_attn.layers.position_embedding import PositionEmbedding
 from keras_attn.layers.rotary_embedding import RotaryEmbedding
@@ -16,6 +17,7 @@ from keras_attn.layers.transformer_decoder import TransformerDecoder
 from keras_attn.layers.transformer_encoder import TransformerEncoder
 
 __all__ = [
+    "GroupQueryAttention",
     "MultiHeadAttention",
     "PositionEmbedding",
     "RotaryEmbedding",

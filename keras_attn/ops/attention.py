@@ -49,6 +49,51 @@ def causal_mask(query_length, key_length, offset=None):
     return ops.expand_dims(rows, 1) >= ops.expand_dims(cols, 0)  # (T, S)
 
 
+def sliding_window_mask(query_length, key_length, window, offset=None):
+    """Boolean sliding-window mask of shape `(T, S)`.
+
+    Query `i` sits at absolute position `offset + i` and may attend to key
+    `j` when `|offset + i - j| < window`: a symmetric band, as in
+    `keras.layers.MultiHeadAttention(sliding_window=...)`. Combined with a
+    causal mask it leaves each query itself and the `window - 1` keys before
+    it (Mistral, Gemma, Phi-3). Absolute positions make cached decoding with
+    a window equal the full pass with the same window.
+
+    Args:
+        query_length: int or scalar tensor. `T`.
+        key_length: int or scalar tensor. `S`.
+        window: positive int. The band's width on each side, counting the
+            query's own position.
+        offset: int, scalar tensor or `None`. Absolute position of the first
+            query. Defaults to `key_length - query_length` (bottom-right, as
+            `causal_mask`).
+
+    Returns:
+        A boolean tensor of shape `(query_length, key_length)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras import ops
+    from keras_attn.ops import causal_mask, sliding_window_mask
+    mask = ops.logical_and(causal_mask(4, 4), sliding_window_mask(4, 4, 2))
+    assert ops.convert_to_numpy(mask).tolist() == [
+        [True, False, False, False],
+        [True, True, False, False],
+        [False, True, True, False],
+        [False, False, True, True],
+    ]
+    ```
+    """
+    if offset is None:
+        offset = key_length - query_length
+    rows = ops.arange(query_length, dtype="int32") + ops.cast(offset, "int32")
+    cols = ops.arange(key_length, dtype="int32")
+    distance = ops.expand_dims(rows, 1) - ops.expand_dims(cols, 0)  # (T, S)
+    return ops.less(ops.abs(distance), window)
+
+
 def static_size(dim):
     """A dimension as a Python int, or None if unknown at trace time (None,
     or a symbolic size such as JAX's shape-polymorphic batch)."""
@@ -126,6 +171,7 @@ def select_implementation(
     implementation=None,
     key_head_dim=None,
     value_head_dim=None,
+    flash_attention=None,
 ):
     """Which attention path `scaled_dot_product_attention` takes.
 
@@ -144,10 +190,27 @@ def select_implementation(
             `"fused"` raises if the fused path cannot honour the request.
         key_head_dim, value_head_dim: int or `None`. Head sizes `H` and `V`;
             Keras's fused op on JAX needs them equal.
+        flash_attention: `None`, `True` or `False`, passed to
+            `keras.ops.dot_product_attention`. `True` needs the fused path
+            (flash kernels keep float16 logits safe: they accumulate in
+            float32), so it raises where `implementation="fused"` would.
 
     Returns:
         `"fused"` or `"explicit"`.
     """
+    if flash_attention not in (None, True, False):
+        raise ValueError(
+            "Received an invalid value for argument `flash_attention`, "
+            "expected None, True or False. "
+            f"Received: flash_attention={flash_attention!r}"
+        )
+    if flash_attention:
+        if implementation == "explicit":
+            raise ValueError(
+                "`flash_attention=True` needs the fused path. Received: "
+                "implementation='explicit'"
+            )
+        implementation = "fused"
     if implementation not in (None,) + IMPLEMENTATIONS:
         raise ValueError(
             "Received an invalid value for argument `implementation`, "
@@ -159,16 +222,19 @@ def select_implementation(
         reasons.append("return_weights=True")
     if dropout_rate > 0.0 and training:
         reasons.append("dropout in training")
-    if keras.backend.standardize_dtype(dtype) == "float16":
+    if keras.backend.standardize_dtype(dtype) == "float16" and not (
+        flash_attention
+    ):
         reasons.append("float16 logits could overflow")
     if None not in (key_head_dim, value_head_dim) and (
         key_head_dim != value_head_dim
     ):
         reasons.append("value head size differs from key head size")
     if implementation == "fused" and reasons:
+        what = ("`flash_attention=True`" if flash_attention
+                else "`implementation='fused'`")
         raise ValueError(
-            "`implementation='fused'` cannot be used here: "
-            + ", ".join(reasons)
+            f"{what} cannot be used here: " + ", ".join(reasons)
         )
     if implementation is not None:
         return implementation
@@ -188,6 +254,9 @@ def scaled_dot_product_attention(
     seed=None,
     return_weights=False,
     implementation=None,
+    sliding_window=None,
+    query_offset=None,
+    flash_attention=None,
 ):
     """softmax(Q K^T / sqrt(d_k)) V, exactly as the textbook writes it.
 
@@ -197,10 +266,14 @@ def scaled_dot_product_attention(
 
     Masking: `mask` is boolean, `True` where a query may attend to a key,
     broadcastable to `(B, N, T, S)`; rank 2 `(T, S)` and rank 3 `(B, T, S)`
-    masks are accepted too. `is_causal=True` adds a causal mask aligned
-    bottom-right when `T < S`, so the last query sees every key (the layout of
-    cached decoding). A query row with no key to attend to returns zeros (and
-    finite gradients), never NaN.
+    masks are accepted too. `is_causal=True` adds a causal mask and
+    `sliding_window=w` a band `|position of query - position of key| < w`.
+    Both use absolute positions: query `i` sits at `query_offset + i`, key `j`
+    at `j`. The default `query_offset = S - T` aligns them bottom-right, so
+    the last query sees every key (the layout of cached decoding); pass the
+    cache write index for decoding, `0` for Keras's top-left alignment. A
+    query row with no key to attend to returns zeros (and finite
+    gradients), never NaN.
 
     Numerics: whatever the compute dtype, the explicit path multiplies the
     query by the scale and computes logits and softmax in float32, so float16
@@ -223,6 +296,16 @@ def scaled_dot_product_attention(
             Defaults to `False`.
         implementation: `None` (choose), `"fused"` or `"explicit"`; see
             `select_implementation`.
+        sliding_window: positive int or `None`. If set, query and key must
+            be less than `sliding_window` positions apart. Defaults to
+            `None` (no window).
+        query_offset: int, scalar tensor or `None`. Absolute position of the
+            first query, for `is_causal` and `sliding_window`. Defaults to
+            `S - T`.
+        flash_attention: `None`, `True` or `False`, passed to
+            `keras.ops.dot_product_attention` on the fused path; `True`
+            forces that path (see `select_implementation`). Defaults to
+            `None` (the backend decides).
 
     Returns:
         The output of shape `(B, T, N, V)`; with `return_weights=True`, the
@@ -268,8 +351,22 @@ def scaled_dot_product_attention(
     if mask is not None:
         mask = _as_rank4_mask(mask, "mask", query_length, key_length)
     if is_causal:
-        causal = causal_mask(query_length, key_length)[None, None]
+        causal = causal_mask(query_length, key_length, query_offset)
+        causal = causal[None, None]  # (1, 1, T, S)
         mask = causal if mask is None else ops.logical_and(mask, causal)
+    if sliding_window is not None:
+        if not (isinstance(sliding_window, (int, np.integer))
+                and not isinstance(sliding_window, bool)
+                and sliding_window > 0):
+            raise ValueError(
+                "Received an invalid value for argument `sliding_window`, "
+                "expected a positive integer or None. "
+                f"Received: sliding_window={sliding_window!r}"
+            )
+        window = sliding_window_mask(
+            query_length, key_length, sliding_window, query_offset
+        )[None, None]  # (1, 1, T, S)
+        mask = window if mask is None else ops.logical_and(mask, window)
 
     path = select_implementation(
         compute_dtype,
@@ -279,6 +376,7 @@ def scaled_dot_product_attention(
         implementation,
         key_head_dim=head_dim,
         value_head_dim=_static_dim(value, -1),
+        flash_attention=flash_attention,
     )
     if path == "fused":
         if keras.backend.backend() == "tensorflow" and (
@@ -290,7 +388,8 @@ def scaled_dot_product_attention(
             key = ops.repeat(key, _static_dim(query, 2), axis=2)
             value = ops.repeat(value, _static_dim(query, 2), axis=2)
         output = ops.dot_product_attention(
-            query, key, value, bias=bias, mask=mask, scale=scale
+            query, key, value, bias=bias, mask=mask, scale=scale,
+            flash_attention=flash_attention,
         )  # (B, T, N, V)
         if mask is not None:
             has_key = ops.any(mask, axis=-1)  # (B|1, N|1, T)
