@@ -37,7 +37,10 @@ Batch and learning rate (`setup`): `--batch-size` is per data-parallel
 replica; datasets are batched with `global_batch_size(batch_size)` (the
 engines split each global batch over replicas and processes), and the
 learning rate is scaled with the global batch (`--lr-scaling`, linear by
-default: Goyal et al., 2017, https://arxiv.org/abs/1706.02677).
+default: Goyal et al., 2017, https://arxiv.org/abs/1706.02677). A run
+continued on another number of replicas trains with the rate scaled for
+them, not the one its backup restores (`keras_attn.training.
+KeepLearningRate`).
 
 Checkpoints (`DistributionSetup.callbacks`): only the chief process writes;
 every process restores from the chief's `BackupAndRestore` directory (a
