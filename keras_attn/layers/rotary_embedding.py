@@ -50,9 +50,10 @@ class RotaryEmbedding(keras.layers.Layer):
 
     Differences from keras-hub, all on purpose: the frequencies are computed
     once in double precision and the rotation in float32 (keras-hub rotates
-    in the compute dtype, float16 under `mixed_float16`), and an unknown
-    `rope_type` is an error (keras-hub silently applies no scaling). The
-    layer has no weights.
+    in the compute dtype; under `mixed_float16` the float16 result rounding
+    dominates either way: max error 1.8e-3 here, 2.4e-3 there, at 64
+    positions), and an unknown `rope_type` is an error (keras-hub silently
+    applies no scaling). The layer has no weights.
 
     Masking: the input's Keras mask passes through unchanged.
 

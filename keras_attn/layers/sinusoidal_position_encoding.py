@@ -27,8 +27,10 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
     both): the same arguments, call arguments and formula. One difference,
     on purpose: the angles are computed in float32 and only the result is
     cast to the compute dtype, where keras-hub computes them in the compute
-    dtype (under `mixed_float16` its positions above 2048 are rounded to
-    even numbers and its encoding is off by up to about 1 there).
+    dtype. Under `mixed_float16` (width 64) keras-hub's encoding is off by
+    0.2 at 512 positions and 0.78 at 2048; this layer stays within 4e-4
+    (the float16 rounding of the result). In float32 both agree to 2e-6 up
+    to 64 positions.
 
     Masking: the input's Keras mask passes through unchanged.
 

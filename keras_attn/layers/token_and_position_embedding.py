@@ -43,6 +43,13 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             `"uniform"`.
         mask_zero: bool. Whether token id 0 is padding. Defaults to `False`.
         position: `"learned"` or `"sinusoidal"`. Defaults to `"learned"`.
+        quantization_config: `keras.quantizers.QuantizationConfig` or
+            `None`. The token embedding's; `quantize` sets it, and
+            `get_config` saves it so that a quantized layer reloads with the
+            same quantizers (without it Keras 3.15 rebuilds an int4
+            `ReversibleEmbedding` with int8 activation quantization in the
+            reverse projection, which `Int4QuantizationConfig` does not
+            use). Defaults to `None`.
 
     Call arguments:
         inputs: int tensor `(B, L)` of token ids.
@@ -82,6 +89,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         embeddings_initializer="uniform",
         mask_zero=False,
         position="learned",
+        quantization_config=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -109,6 +117,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             tie_weights=tie_weights,
             embeddings_initializer=self._clone_initializer(),
             mask_zero=mask_zero,
+            quantization_config=quantization_config,
             dtype=self.dtype_policy,
             name="token_embedding",
         )
@@ -176,6 +185,17 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 ),
                 "mask_zero": self.mask_zero,
                 "position": self.position,
+                "quantization_config": keras.saving.serialize_keras_object(
+                    self.token_embedding.quantization_config
+                ),
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["quantization_config"] = keras.saving.deserialize_keras_object(
+            config.get("quantization_config")
+        )
+        return super().from_config(config)

@@ -17,13 +17,13 @@ from keras_attn.layers.transformer_block import split_attention_outputs
 
 @keras.saving.register_keras_serializable(package="keras_attn")
 class TransformerDecoder(TransformerBlock):
-    """A Transformer decoder block, weight-compatible with keras-hub's.
+    """A Transformer decoder block, a drop-in for keras-hub's.
 
-    Same arguments and variables (names, order, shapes) as
-    `keras_hub.layers.TransformerDecoder`, post-LN or pre-LN, so weights
-    copied from a keras-hub block of the same configuration give the same
-    outputs. Calling it with an `encoder_sequence` the first time builds the
-    cross-attention (encoder-decoder); without one it is a decoder-only
+    Same arguments, call arguments, return values and variables (names,
+    order, shapes) as `keras_hub.layers.TransformerDecoder`, post-LN or
+    pre-LN, so weights copy across both ways and give the same outputs at
+    real tokens. Calling it with an `encoder_sequence` the first time builds
+    the cross-attention (encoder-decoder); without one it is a decoder-only
     block. Adds grouped-query attention, optional rotary positions in the
     self-attention, and `return_attention_scores` on every path.
 
@@ -46,6 +46,9 @@ class TransformerDecoder(TransformerBlock):
         kernel_initializer, bias_initializer, normalize_first,
         num_key_value_heads, rotary_max_wavelength: as in
         `keras_attn.layers.TransformerEncoder`.
+        decoder_sequence_shape, encoder_sequence_shape: optional shapes, as
+            in a keras-hub config; if given, the layer is built from them.
+            Defaults to `None`.
 
     Call arguments:
         decoder_sequence: tensor `(B, T, D)`.
@@ -65,7 +68,16 @@ class TransformerDecoder(TransformerBlock):
     Returns:
         The output `(B, T, D)`; followed, in this order and only when
         requested or given, by the scores dict, the updated self-attention
-        cache and the cross-attention cache (keras-hub's order for caches).
+        cache and the cross-attention cache. Without scores this is
+        keras-hub's convention: `outputs`, `(outputs, self_attention_cache)`
+        or `(outputs, self_attention_cache, cross_attention_cache)`.
+
+    Where it differs from keras-hub, on purpose: as for
+    `keras_attn.layers.TransformerEncoder` (padded queries, masks combined,
+    float32 softmax), plus the scores; and `get_config` holds no build
+    shapes (keras-hub's `decoder_sequence_shape` and `encoder_sequence_shape`
+    are accepted, so its configs load, and build the layer as there). None
+    of keras-hub's own tests of the layer notices a difference.
 
     Example:
 
@@ -85,6 +97,19 @@ class TransformerDecoder(TransformerBlock):
     References:
         Vaswani et al., 2017, https://arxiv.org/abs/1706.03762
     """
+
+    def __init__(
+        self,
+        intermediate_dim,
+        num_heads,
+        decoder_sequence_shape=None,
+        encoder_sequence_shape=None,
+        **kwargs,
+    ):
+        super().__init__(intermediate_dim, num_heads, **kwargs)
+        if decoder_sequence_shape is not None:
+            # A keras-hub config: it builds the layer from these shapes.
+            self.build(decoder_sequence_shape, encoder_sequence_shape)
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         shape = tuple(decoder_sequence_shape)

@@ -13,19 +13,28 @@ from keras_attn.layers.transformer_block import split_attention_outputs
 
 @keras.saving.register_keras_serializable(package="keras_attn")
 class TransformerEncoder(TransformerBlock):
-    """A Transformer encoder block, weight-compatible with keras-hub's.
+    """A Transformer encoder block, a drop-in for keras-hub's.
 
-    Same arguments and variables (names, order, shapes) as
+    Same arguments, call arguments and variables (names, order, shapes) as
     `keras_hub.layers.TransformerEncoder`, post-LN (`normalize_first=False`,
-    the original Transformer) or pre-LN, so weights copied from a keras-hub
-    block of the same configuration give the same outputs. Adds grouped-query
-    attention (`num_key_value_heads`), optional rotary positions in the
-    attention (`rotary_max_wavelength`), and float16-safe attention.
+    the original Transformer) or pre-LN, so weights copy across both ways and
+    give the same outputs at real tokens. Adds grouped-query attention
+    (`num_key_value_heads`), optional rotary positions in the attention
+    (`rotary_max_wavelength`), and float16-safe attention.
 
     Masking: the padding mask is the AND of the input's Keras mask and
     `padding_mask`; padded tokens are hidden from every query, and padded
     query positions receive no attention output. `attention_mask` (B, L, L)
     combines with it. The output carries the input's Keras mask.
+
+    Where it differs from keras-hub, on purpose: padded query positions get
+    a zero attention update (keras-hub lets them attend; its outputs there
+    are meaningless anyway); an explicit `padding_mask` is combined with the
+    Keras mask instead of replacing it; the softmax runs in float32, so
+    `mixed_float16` stays finite where keras-hub's overflows (inputs of scale
+    100); and the output spec includes the scores when
+    `return_attention_scores=True` (keras-hub's symbolic call drops them).
+    None of keras-hub's own tests of the layer notices a difference.
 
     Args:
         intermediate_dim: int. Width of the feed-forward hidden layer.
