@@ -5,8 +5,8 @@
 records the mode in each leaf's dtype policy. A layer that creates its own
 sublayers (our blocks, embeddings and attention) saves only its own policy
 by default, so a loaded model rebuilds those leaves in float and their int8
-weights no longer fit ("Layer 'query' expected 2 variables, but received 3
-variables during loading").
+weights no longer fit ("Layer 'token_embedding' expected 1 variables, but
+received 2 variables during loading").
 
 `serialized_dtype(layer)` is what such a layer puts under `"dtype"` in
 `get_config`: its policy as usual, or, once sublayers are quantized, a

@@ -99,7 +99,7 @@ class RotaryEmbedding(keras.layers.Layer):
     np.testing.assert_allclose(full[:, 5:], step, atol=1e-6)
     heads_first = q.transpose(0, 2, 1, 3)  # (B, N, L, H)
     out = keras_attn.layers.RotaryEmbedding(sequence_axis=2)(heads_first)
-    np.testing.assert_allclose(out, full.numpy().transpose(0, 2, 1, 3),
+    np.testing.assert_allclose(out, np.asarray(full).transpose(0, 2, 1, 3),
                                atol=1e-6)
     ```
 

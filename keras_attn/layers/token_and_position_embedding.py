@@ -75,8 +75,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     ids = np.array([[5, 7, 0, 0]])
     out = layer(ids)
     assert out.shape == (1, 4, 8)
-    assert layer.compute_mask(ids).numpy().tolist() == [[True, True, False,
-                                                         False]]
+    mask = np.asarray(layer.compute_mask(ids))
+    assert mask.tolist() == [[True, True, False, False]]
     ```
     """
 
