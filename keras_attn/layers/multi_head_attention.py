@@ -16,6 +16,7 @@ from keras import ops
 from keras_attn.layers.masking import check_mask_shape
 from keras_attn.layers.masking import expand_to_scores_rank
 from keras_attn.layers.masking import merge_masks
+from keras_attn.layers.quantization import serialized_dtype
 from keras_attn.layers.rotary_embedding import RotaryEmbedding
 from keras_attn.layers.validation import int_tuple
 from keras_attn.layers.validation import optional_bool
@@ -872,6 +873,8 @@ class MultiHeadAttention(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
+                # Records quantized projections, so a quantized layer loads.
+                "dtype": serialized_dtype(self),
                 "num_heads": self.num_heads,
                 "key_dim": self.key_dim,
                 "value_dim": self.value_dim,

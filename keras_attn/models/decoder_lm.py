@@ -71,6 +71,8 @@ def decoder_lm(
         num_heads, intermediate_dim, dropout, normalize_first,
         num_key_value_heads, position, layer_norm_epsilon,
     )
-    x = common.decoder_stack(embedding(token_ids), None, num_layers, block)
+    x = common.decoder_stack(embedding(token_ids),
+                             common.padding_mask(token_ids), None, None,
+                             num_layers, block)
     logits = common.lm_logits(x, embedding)
     return keras.Model(token_ids, logits, name=name)

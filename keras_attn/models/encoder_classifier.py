@@ -76,8 +76,10 @@ def encoder_classifier(
         num_heads, intermediate_dim, dropout, normalize_first,
         num_key_value_heads, position, layer_norm_epsilon,
     )
-    x = common.encoder_stack(x, num_layers, block)
-    x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)  # masked mean
+    padding = common.padding_mask(token_ids)  # (B, L)
+    x = common.encoder_stack(x, padding, num_layers, block)
+    x = keras.layers.GlobalAveragePooling1D(name="pooling")(
+        x, mask=padding)  # masked mean
     x = keras.layers.Dropout(dropout, name="pooled_dropout")(x)
     logits = keras.layers.Dense(num_classes, dtype="float32",
                                 name="classifier_head")(x)

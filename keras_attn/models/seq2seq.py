@@ -80,11 +80,15 @@ def seq2seq(
                               name="decoder_token_ids")
     source = common.embedding("encoder", source_vocabulary_size,
                               source_length, hidden_dim, position)
-    memory = common.encoder_stack(source(encoder_ids), num_layers, block)
+    encoder_padding = common.padding_mask(encoder_ids)  # (B, E)
+    memory = common.encoder_stack(source(encoder_ids), encoder_padding,
+                                  num_layers, block)
     target = common.embedding("decoder", target_vocabulary_size,
                               target_length, hidden_dim, position,
                               tie_weights)
-    x = common.decoder_stack(target(decoder_ids), memory, num_layers, block)
+    x = common.decoder_stack(target(decoder_ids),
+                             common.padding_mask(decoder_ids), memory,
+                             encoder_padding, num_layers, block)
     logits = common.lm_logits(x, target)
     return keras.Model(
         {"encoder_token_ids": encoder_ids, "decoder_token_ids": decoder_ids},

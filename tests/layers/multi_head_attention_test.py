@@ -782,3 +782,23 @@ def test_sliding_window_decode_and_attention_axes_export_to_builtin_tflite(
         **{interpreter.get_signature_list()["serving_default"]["inputs"][0]:
            x}).values()
     assert_allclose(out, expected, atol=1e-5)
+
+
+def test_quantized_layer_saves_and_loads(tmp_path):
+    """A quantized MultiHeadAttention used directly in a model reloads with
+    its quantized projections (their variables differ from float ones)."""
+    inputs = keras.Input((6, 16))
+    outputs = MultiHeadAttention(num_heads=2, key_dim=8)(inputs, inputs)
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).random((2, 6, 16)).astype("float32")
+    float_out = keras.ops.convert_to_numpy(model(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layers without weights to quantize
+        model.quantize("int8")
+    quantized = keras.ops.convert_to_numpy(model(x))
+    assert 0 < np.abs(quantized - float_out).max() < 0.05
+    path = tmp_path / "quantized.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(reloaded(x)), quantized)
