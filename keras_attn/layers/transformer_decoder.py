@@ -44,8 +44,11 @@ class TransformerDecoder(TransformerBlock):
     Args:
         intermediate_dim, num_heads, dropout, activation, layer_norm_epsilon,
         kernel_initializer, bias_initializer, normalize_first,
-        num_key_value_heads, rotary_max_wavelength: as in
-        `keras_attn.layers.TransformerEncoder`.
+        num_key_value_heads, rotary_max_wavelength, sliding_window: as in
+        `keras_attn.layers.TransformerEncoder` (the window limits the
+        causal self-attention to the `sliding_window - 1` tokens before
+        each token, cached decoding included; the cross-attention sees
+        the whole encoder sequence).
         decoder_sequence_shape, encoder_sequence_shape: optional shapes, as
             in a keras-hub config; if given, the layer is built from them.
             Defaults to `None`.
@@ -125,7 +128,7 @@ class TransformerDecoder(TransformerBlock):
         self._cross_attention_layer = None
         if encoder_sequence_shape is not None:
             self._cross_attention_layer = self._attention(
-                hidden_dim, "cross_attention", rotary=False
+                hidden_dim, "cross_attention", self_attention=False
             )
             self._cross_attention_layer.build(
                 shape, tuple(encoder_sequence_shape)

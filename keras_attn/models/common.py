@@ -73,7 +73,8 @@ def embedding(side, vocabulary_size, sequence_length, hidden_dim, position,
 
 
 def block_kwargs(num_heads, intermediate_dim, dropout, normalize_first,
-                 num_key_value_heads, position, layer_norm_epsilon):
+                 num_key_value_heads, position, layer_norm_epsilon,
+                 sliding_window=None):
     return dict(
         intermediate_dim=intermediate_dim,
         num_heads=num_heads,
@@ -85,6 +86,7 @@ def block_kwargs(num_heads, intermediate_dim, dropout, normalize_first,
         rotary_max_wavelength=(
             ROTARY_MAX_WAVELENGTH if position == "rotary" else None
         ),
+        sliding_window=sliding_window,
     )
 
 

@@ -80,6 +80,21 @@ def test_decoder_lm_on_device_equals_keras_greedy(kv_cache, tmp_path):
         lm, [9, 8], 32)
 
 
+@pytest.mark.large
+def test_sliding_window_lm_on_device_equals_keras_greedy(tmp_path):
+    """A windowed decoder_lm keeps its window on the device: the cached
+    decode steps equal the Keras model re-run over the whole window."""
+    lm = models.decoder_lm(60, 24, num_layers=2, hidden_dim=16, num_heads=4,
+                           num_key_value_heads=2, dropout=0.0,
+                           position="rotary", sliding_window=4)
+    path = export_generator_tflite(lm, tmp_path / "lm.tflite", max_length=24,
+                                   sample_prompts=[]).path
+    _check_ops(path, "variables")
+    prompt = [3, 4, 5, 6, 7, 8]
+    assert _device_greedy(path, prompt, 18) == recompute_greedy(
+        lm, prompt, 18)
+
+
 @pytest.mark.parametrize("kv_cache", ["variables", "tensors"])
 def test_seq2seq_on_device_equals_keras_greedy(kv_cache, tmp_path):
     model = models.seq2seq(30, 40, 8, 20, num_layers=1, hidden_dim=16,

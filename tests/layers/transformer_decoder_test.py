@@ -169,6 +169,23 @@ def test_changing_tokens_after_t_leaves_outputs_up_to_t_unchanged():
     assert not np.allclose(a[:, 4:], b[:, 4:])
 
 
+def test_sliding_window_hides_tokens_older_than_the_window():
+    """With `sliding_window=3`, the output at t depends on tokens t-2..t
+    only: changing token t-3 leaves it unchanged, changing t-2 does not."""
+    decoder = TransformerDecoder(intermediate_dim=16, num_heads=2,
+                                 sliding_window=3)
+    x = _x(2, 6, 8)
+    outside, inside = x.copy(), x.copy()
+    outside[:, 2] = _x(2, 1, 8, seed=7)[:, 0]  # 3 before position 5
+    inside[:, 3] = _x(2, 1, 8, seed=7)[:, 0]  # 2 before position 5
+    base = to_numpy(decoder(x))
+    assert_allclose(to_numpy(decoder(outside))[:, 5], base[:, 5], atol=1e-6)
+    assert not np.allclose(to_numpy(decoder(inside))[:, 5], base[:, 5])
+    assert decoder.get_config()["sliding_window"] == 3
+    assert TransformerDecoder.from_config(
+        decoder.get_config()).sliding_window == 3
+
+
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("rotary", [None, 10000])
 def test_cached_decoding_equals_full_pass(cross, rotary):
