@@ -23,9 +23,8 @@ import argparse
 import os
 import tempfile
 
-import numpy as np
-
 import common
+import numpy as np
 
 
 def main(argv=None):

@@ -24,9 +24,8 @@ import os
 import sys
 import tempfile
 
-import numpy as np
-
 import common
+import numpy as np
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
 
