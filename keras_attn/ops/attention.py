@@ -299,15 +299,8 @@ def scaled_dot_product_attention(
             mask_bias = ops.where(mask, 0.0, _MASKED_LOGIT)  # (B|1, N|1, T, S)
             bias = mask_bias if bias is None else bias + mask_bias
             fused_mask = None
-        fused_scale = scale
-        if keras.backend.backend() == "tensorflow":
-            # Scale the (B, T, N, H) query rather than the (B, N, T, S)
-            # logits: half the multiplies here, and on TFLite the converter
-            # can fold it into the query projection's weights.
-            query = query * ops.cast(scale, query.dtype)
-            fused_scale = 1.0
         output = ops.dot_product_attention(
-            query, key, value, bias=bias, mask=fused_mask, scale=fused_scale
+            query, key, value, bias=bias, mask=fused_mask, scale=scale
         )  # (B, T, N, V)
         if mask is not None:
             has_key = ops.any(mask, axis=-1)  # (B|1, N|1, T)
