@@ -269,28 +269,6 @@ class MultiHeadAttention(keras.layers.Layer):
     def output_dense(self):
         return self._output_dense
 
-    def _fused_self_projection(self, x):
-        """Self-attention's query, key and value from one matmul with the
-        three kernels side by side, or `None` where that does not apply.
-
-        The variables stay the three separate kernels (Keras's names and
-        shapes); only the product is fused, so on TFLite one
-        FULLY_CONNECTED of width (N + 2K) H replaces three, the kernels
-        being concatenated once by the converter.
-        """
-        dense = (self._query_dense, self._key_dense, self._value_dense)
-        if self.key_dim != self._value_dim or any(
-            d.quantization_mode is not None or d.lora_enabled
-            or d.activity_regularizer is not None for d in dense
-        ):
-            return None
-        kernel = ops.concatenate([d.kernel for d in dense], axis=1)
-        qkv = ops.einsum("abc,cde->abde", x, kernel)  # (B, T, N + 2K, H)
-        if self.use_bias:
-            qkv = qkv + ops.concatenate([d.bias for d in dense], axis=0)
-        n, kv = self.num_heads, self._kv_heads
-        return ops.split(qkv, [n, n + kv], axis=2)  # (B, T, N|K|K, H)
-
     def _check_cache(self, cache):
         if self.key_dim != self._value_dim:
             raise ValueError(
@@ -332,10 +310,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if key is None:
             key = value
         position = 0 if cache_update_index is None else cache_update_index
-        fused = None
-        if cache is None and query is value and key is value:
-            fused = self._fused_self_projection(query)
-        q = self._query_dense(query) if fused is None else fused[0]
+        q = self._query_dense(query)  # (B, T, N, H)
         key_padding = merge_masks(value_mask, key_mask)  # (B, S)
         if cache is not None:
             self._check_cache(cache)
@@ -368,10 +343,10 @@ class MultiHeadAttention(keras.layers.Layer):
                     f" Received: cache=None, cache_update_index="
                     f"{cache_update_index}"
                 )
-            k = self._key_dense(key) if fused is None else fused[1]
+            k = self._key_dense(key)  # (B, S, K, H)
             if self._rotary is not None:
-                k = self._rotary(k)  # (B, S, K, H)
-            v = self._value_dense(value) if fused is None else fused[2]
+                k = self._rotary(k)
+            v = self._value_dense(value)  # (B, S, K, V)
         if self._rotary is not None:
             q = self._rotary(q, start_index=position)
 
