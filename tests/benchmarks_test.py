@@ -139,3 +139,12 @@ def test_gpu_train_runs_tiny_on_cpu():
     # The kernel report read a dumped train-step HLO (CPU: XLA's own).
     assert all("XLA (no cuDNN fused attention" in row for row in rows)
     assert "ours / keras_hub:" in out
+
+
+@pytest.mark.large
+def test_gpu_train_torch_path_runs_tiny_on_cpu():
+    pytest.importorskip("torch")
+    out = _run("gpu_train.py", "--tiny", "--candidates", "torch")
+    (row,) = [line for line in out.splitlines()
+              if line.startswith("| torch |")]
+    assert "scaled_dot_product" in row or "flash" in row, row
