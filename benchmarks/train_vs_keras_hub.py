@@ -97,8 +97,10 @@ def main(argv=None):
           f"dropout {args.dropout}, XLA (jit_compile=True), {args.rounds} "
           f"alternating steps each\n")
     rows = []
-    forwarded = [a for a in (argv if argv is not None else sys.argv[1:])
-                 if not a.startswith("--backends")]
+    forwarded = ["--precisions", args.precisions, "--mixed-policy",
+                 args.mixed_policy, "--batch-size", str(args.batch_size),
+                 "--rounds", str(args.rounds), "--dropout",
+                 str(args.dropout)] + (["--tiny"] if args.tiny else [])
     for backend in args.backends.split(","):
         if backend not in BACKENDS:
             parser.error(f"unknown backend {backend!r}")
