@@ -361,12 +361,15 @@ class MultiHeadAttention(keras.layers.Layer):
         if use_causal_mask:
             offset = None if cache_update_index is None else position
             causal = causal_mask(query_length, key_length, offset)[None]
+        # Padded queries are not folded into the (B, T, S) mask: their rows
+        # are zeroed after the attention instead (the same outputs and
+        # weights as fully masked rows), so a padding-only mask stays
+        # (B, 1, S) and is never broadcast to every query.
         mask = merge_masks(
             attention_mask,
-            None if query_mask is None else query_mask[:, :, None],
             None if key_padding is None else key_padding[:, None, :],
             causal,
-        )  # (B, T, S)
+        )  # (B, T|1, S)
 
         self.last_attention_path = select_implementation(
             q.dtype,
@@ -389,6 +392,13 @@ class MultiHeadAttention(keras.layers.Layer):
         )
         if return_attention_scores:
             attended, scores = attended
+        if query_mask is not None:
+            keep = ops.cast(query_mask, attended.dtype)  # (B, T)
+            attended = attended * keep[:, :, None, None]  # (B, T, N, V)
+            if return_attention_scores:
+                scores = scores * ops.cast(query_mask, scores.dtype)[
+                    :, None, :, None
+                ]  # (B, N, T, S)
         output = self._output_dense(attended)  # (B, T, D)
         outputs = (output,)
         if return_attention_scores:
