@@ -387,14 +387,28 @@ def scaled_dot_product_attention(
             # broadcast K == 1 (multi-query): repeat here.
             key = ops.repeat(key, _static_dim(query, 2), axis=2)
             value = ops.repeat(value, _static_dim(query, 2), axis=2)
+        fused_mask = mask
+        if mask is not None and keras.backend.backend() == "tensorflow":
+            # The mask as an additive bias: Keras's TensorFlow op would AND
+            # it with a (B, N, T, S) constant of ones and SELECT; on TFLite
+            # that constant is stored in the file and SELECT_V2 splits the
+            # XNNPACK partition at every layer, while ADD stays inside it.
+            # Same weights: exp(logit - 1e9) is 0 in float32.
+            mask_bias = ops.cast(
+                ops.where(mask, 0.0, _MASKED_LOGIT), query.dtype
+            )  # (B|1, N|1, T, S); float16 never takes the fused path
+            bias = mask_bias if bias is None else bias + mask_bias
+            fused_mask = None
         output = ops.dot_product_attention(
-            query, key, value, bias=bias, mask=mask, scale=scale,
+            query, key, value, bias=bias, mask=fused_mask, scale=scale,
             flash_attention=flash_attention,
         )  # (B, T, N, V)
         if mask is not None:
             has_key = ops.any(mask, axis=-1)  # (B|1, N|1, T)
             has_key = ops.transpose(has_key, (0, 2, 1))[..., None]
-            output = ops.where(has_key, output, ops.zeros_like(output))
+            # A multiply, not a select (same values: the output is finite):
+            # it stays inside the XNNPACK partition on TFLite.
+            output = output * ops.cast(has_key, output.dtype)
         return output
 
     # Explicit path. Heads are grouped as N = K * G so grouped-query attention
