@@ -18,6 +18,8 @@ import numpy as np
 from keras import ops
 
 from keras_attn.layers import TokenAndPositionEmbedding
+from keras_attn_runtime import checks
+from keras_attn_runtime import samplers
 
 SAMPLERS = ("greedy", "top_k", "top_p", "random")
 
@@ -261,6 +263,69 @@ def make_sampler(sampler="greedy", temperature=1.0, top_k=10, top_p=0.9,
     return keras_hub.samplers.RandomSampler(seed=seed, temperature=temperature)
 
 
+def process_logits(logits, tokens, index, repetition_penalty=1.0,
+                   no_repeat_ngram_size=0):
+    """The repetition penalty and the no-repeat n-gram ban, in the loop.
+
+    The same rules as `keras_attn_runtime.samplers.process_logits`, so a
+    model generates alike in Keras and on the device: each token already
+    in the sequence has its logit divided by `repetition_penalty` if
+    positive, multiplied if not (CTRL, Keskar et al. 2019); a token that
+    would complete an n-gram already in the sequence is banned, unless
+    that bans every token.
+
+    Args:
+        logits: float tensor `(B, V)`, padding already masked.
+        tokens: int tensor `(B, M)`; the sequence so far is
+            `tokens[:, :index]` (later positions are ignored).
+        index: int scalar tensor, the position being predicted.
+        repetition_penalty: Python float > 0; 1 changes nothing.
+        no_repeat_ngram_size: Python int >= 0; 0 turns the ban off.
+
+    Returns:
+        The processed logits `(B, V)`.
+    """
+    if repetition_penalty == 1.0 and not no_repeat_ngram_size:
+        return logits
+    batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
+    vocabulary = ops.shape(logits)[-1]
+    rows = ops.broadcast_to(ops.arange(batch)[:, None], ops.shape(tokens))
+
+    def counts(token_ids, row_ids, keep):
+        # (B, V) count of the kept (row, token) pairs.
+        keep = ops.broadcast_to(keep, ops.shape(token_ids))
+        indices = ops.stack([ops.reshape(row_ids, [-1]),
+                             ops.reshape(token_ids, [-1])], axis=1)
+        return ops.scatter(indices, ops.reshape(ops.cast(keep, "float32"),
+                                                [-1]), (batch, vocabulary))
+
+    before = ops.arange(length)[None, :] < index  # (1, M)
+    if repetition_penalty != 1.0:
+        seen = counts(tokens, rows, before & ops.not_equal(tokens, 0)) > 0
+        penalized = ops.where(logits > 0, logits / repetition_penalty,
+                              logits * repetition_penalty)
+        logits = ops.where(seen, penalized, logits)
+    n = no_repeat_ngram_size
+    if n:
+        # Windows start at w = 0 .. M-n; window w is the n-gram
+        # tokens[w:w+n], seen if its last token is before `index`, and it
+        # bans its last token if its first n-1 match the last n-1 tokens.
+        windows = length - n + 1
+        start = ops.arange(windows)[None, :]  # (1, W)
+        match = (start + n - 1 < index) & (index >= n - 1)
+        for j in range(n - 1):
+            position = ops.maximum(index - n + 1 + j, 0)
+            last = ops.take(tokens, position, axis=1)  # (B,)
+            match = match & ops.equal(tokens[:, j:j + windows],
+                                      last[:, None])
+        banned = counts(tokens[:, n - 1:], rows[:, n - 1:], match) > 0
+        banned = banned & ops.not_equal(ops.arange(vocabulary), 0)[None]
+        allowed = ops.logical_not(banned) & (logits > -1e8)
+        lift = ops.logical_not(ops.any(allowed, axis=-1, keepdims=True))
+        logits = ops.where(banned & ops.logical_not(lift), -1e9, logits)
+    return logits
+
+
 class _Generator:
     """Per-model state: the decoder view and compiled loops by sampler."""
 
@@ -269,8 +334,9 @@ class _Generator:
         self.compiled = {}
         self.traces = 0
 
-    def _loop(self, sampler, stop_token_ids):
+    def _loop(self, sampler, stop_token_ids, processing):
         decoder = self.decoder
+        repetition_penalty, no_repeat_ngram_size = processing
 
         def loop(buffer, mask, index, encoder_token_ids):
             # Python runs here only while tracing: this counts compilations.
@@ -297,6 +363,9 @@ class _Generator:
                 # Id 0 is padding, never a token to emit: once emitted it
                 # would be masked out of the attention.
                 logits = ops.where(is_padding, -1e9, logits[:, 0])
+                logits = process_logits(logits, prompt, index,
+                                        repetition_penalty,
+                                        no_repeat_ngram_size)
                 return logits, hidden[:, 0], cache
 
             return sampler(
@@ -311,23 +380,25 @@ class _Generator:
 
         return loop
 
-    def compiled_loop(self, sampler_settings, stop_token_ids):
+    def compiled_loop(self, sampler_settings, stop_token_ids,
+                      processing=(1.0, 0)):
         """The compiled loop for these settings, made on first use.
 
         `sampler_settings` is the tuple of `make_sampler` arguments, or a
         sampler instance; equal settings share one sampler (whose seed
-        advances from call to call) and one compiled loop."""
+        advances from call to call) and one compiled loop. `processing` is
+        `(repetition_penalty, no_repeat_ngram_size)`."""
         if isinstance(sampler_settings, keras_hub.samplers.Sampler):
-            key = (id(sampler_settings), stop_token_ids)
+            key = (id(sampler_settings), stop_token_ids, processing)
         else:
-            key = (sampler_settings, stop_token_ids)
+            key = (sampler_settings, stop_token_ids, processing)
         if key in self.compiled:
             return self.compiled[key][1]
         if isinstance(sampler_settings, keras_hub.samplers.Sampler):
             sampler = sampler_settings
         else:
             sampler = make_sampler(*sampler_settings)
-        loop = self._loop(sampler, stop_token_ids)
+        loop = self._loop(sampler, stop_token_ids, processing)
         backend = keras.backend.backend()
         if backend == "tensorflow":
             import tensorflow as tf
@@ -438,6 +509,8 @@ def generate(
     top_k=10,
     top_p=0.9,
     seed=None,
+    repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
 ):
     """Generates tokens with a KV cache, one compiled loop per shape.
 
@@ -460,6 +533,14 @@ def generate(
             token; the loop ends when every row is.
         temperature, top_k, top_p, seed: sampler settings (see
             `make_sampler`); temperature 0 is greedy.
+        repetition_penalty: float > 0. Tokens already in the row (prompt
+            included) have their logits divided by it if positive,
+            multiplied if not; 1 (the default) changes nothing.
+        no_repeat_ngram_size: int >= 0. With n > 0, no n-gram appears
+            twice in a row's prompt plus output (unless that would ban
+            every token); 0 (the default) turns it off. Both follow
+            `keras_attn_runtime.samplers.process_logits`, so the device
+            runtime generates alike.
 
     Returns:
         Int32 NumPy array `(B, max_new_tokens)` of generated ids, 0 after a
@@ -522,8 +603,13 @@ def generate(
     if not isinstance(sampler, keras_hub.samplers.Sampler):
         make_sampler(sampler, temperature, top_k, top_p, seed)  # validates
         sampler = (sampler, temperature, top_k, top_p, seed)
+    processing = (
+        samplers.check_repetition_penalty(repetition_penalty),
+        checks.non_negative_int(no_repeat_ngram_size,
+                                "no_repeat_ngram_size"),
+    )
     stop = None if stop_token_id is None else (int(stop_token_id),)
-    loop = state.compiled_loop(sampler, stop)
+    loop = state.compiled_loop(sampler, stop, processing)
 
     buffer = np.zeros((batch, total), "int32")
     buffer[:, :prompt_length] = prompt
