@@ -138,7 +138,7 @@ class CachedDecoder:
         padding = ops.not_equal(token_ids, 0)
         if encoder is not None:
             memory, cross_caches, encoder_padding = encoder
-            self._check_caches(cross_caches, "encoder")
+            self._check_caches(cross_caches, "encoder[1]")
         caches = []
         for i, layer in enumerate(self.layers):
             if encoder is None:
