@@ -1,7 +1,9 @@
 """What the model builders share (private): argument checks, embeddings,
-stacks of blocks, and the layer names that generation and export rely on.
+stacks of blocks, and their layer names.
 
-Layer-name contract of every builder (generation finds layers by name):
+Layer names of every builder (stable, for checkpoints and layout maps;
+generation and export find layers by structure instead, see
+`keras_attn.models.structure`):
     "{side}_embedding", "{side}_layer_{i}", "{side}_final_layer_norm" (pre-LN
     only), with side "encoder" or "decoder"; "pooling" and
     "classifier_head" (classifier). Language-model logits come from the
