@@ -112,7 +112,7 @@ def test_sliding_window_lm_on_device_equals_keras_greedy(tmp_path):
                            position="rotary", sliding_window=4)
     path = export_generator_tflite(lm, tmp_path / "lm.tflite", max_length=24,
                                    sample_prompts=[]).path
-    _check_ops(path, "variables")
+    _check_ops(path, "variables", 24)
     prompt = [3, 4, 5, 6, 7, 8]
     assert _device_greedy(path, prompt, 18) == recompute_greedy(
         lm, prompt, 18)
