@@ -9,6 +9,7 @@ through either name loads through both, and `isinstance` checks agree.
 """
 
 from keras_attn.layers.group_query_attention import GroupQueryAttention
+from keras_attn.layers.kv_cache import KVCache
 from keras_attn.layers.multi_head_attention import MultiHeadAttention
 from keras_attn.layers.position_embedding import PositionEmbedding
 from keras_attn.layers.rotary_embedding import RotaryEmbedding
@@ -31,6 +32,7 @@ SinePositionEncoding = SinusoidalPositionEncoding
 __all__ = [
     "CachedMultiHeadAttention",
     "GroupQueryAttention",
+    "KVCache",
     "MultiHeadAttention",
     "PositionEmbedding",
     "RotaryEmbedding",

@@ -68,7 +68,8 @@ class GroupQueryAttention(MultiHeadAttention):
         training: bool. Enables dropout.
         use_causal_mask: bool. Whether to add a causal mask.
         cache, cache_update_index: the KV cache, as in `MultiHeadAttention`
-            (`(B, 2, S, K, H)` or a `(keys, values)` pair).
+            (a `keras_attn.layers.KVCache`, or keras-hub's stacked
+            `(B, 2, S, K, H)`).
 
     Returns:
         The output `(B, T, D)`; followed, when requested or given, by the

@@ -13,6 +13,10 @@ import string
 import keras
 from keras import ops
 
+from keras_attn.layers.kv_cache import as_kv_cache
+from keras_attn.layers.kv_cache import cache_length
+from keras_attn.layers.kv_cache import check_cache
+from keras_attn.layers.kv_cache import restore_form
 from keras_attn.layers.masking import check_mask_shape
 from keras_attn.layers.masking import checked_mask
 from keras_attn.layers.masking import expand_to_scores_rank
@@ -108,8 +112,9 @@ class MultiHeadAttention(keras.layers.Layer):
     reads any nonzero value as "attend"); `flash_attention=False` means
     "pass `False` to `keras.ops.dot_product_attention`", not "never fuse";
     `_compute_attention` (Keras's override point, same signature) receives
-    keys and values with `num_key_value_heads` heads, not repeated; and
-    `get_config` also holds `flash_attention`, `num_key_value_heads` and
+    keys and values with `num_key_value_heads` heads, not repeated, and is
+    not called with a `cache` (the heads-first cache is attended in place);
+    and `get_config` also holds `flash_attention`, `num_key_value_heads` and
     `rotary_max_wavelength`.
 
     Args:
@@ -160,11 +165,12 @@ class MultiHeadAttention(keras.layers.Layer):
             (`(B, *A, N, *Tq, *Sk)` for higher ranks).
         training: bool. Enables dropout.
         use_causal_mask: bool. Whether to add a causal mask.
-        cache: optional tensor `(B, 2, S, K, H)` of cached keys (index 0) and
-            values (index 1), or a pair `(keys (B, S, K, H), values
-            (B, S, K, H))`, returned updated in the same form (the pair
-            avoids stacking copies, e.g. in TFLite); needs
-            `key_dim == value_dim` and rank-3 inputs.
+        cache: optional `keras_attn.layers.KVCache` (keys `(B, K, S, H)`
+            and values `(B, K, S, V)`, heads first), or keras-hub's stacked
+            tensor `(B, 2, S, K, H)` (keys at index 0, values at index 1;
+            needs `key_dim == value_dim`); returned updated in the same
+            form. Needs rank-3 inputs. The forms and the layout are
+            defined in `keras_attn.layers.kv_cache`.
         cache_update_index: optional int or int tensor. Where the new keys and
             values are written into `cache`. `None` with a cache uses the
             cache as is (precomputed cross-attention keys).
@@ -497,83 +503,35 @@ class MultiHeadAttention(keras.layers.Layer):
                 b_initializer=b_initializer,
             )
 
-    # The KV cache ------------------------------------------------------------
+    # Keys, values and the KV cache -------------------------------------------
 
-    def _check_cache(self, cache):
-        if self.key_dim != self.value_dim:
-            raise ValueError(
-                "A KV cache needs `key_dim == value_dim`. Received: "
-                f"key_dim={self.key_dim}, value_dim={self.value_dim}"
-            )
-        if isinstance(cache, (tuple, list)):
-            if len(cache) != 2:
-                raise ValueError(
-                    "A `cache` given as a tuple must be `(key_cache, "
-                    "value_cache)`. Received: a tuple of length "
-                    f"{len(cache)}"
-                )
-            for part, name in zip(cache, ("key_cache", "value_cache")):
-                check_mask_shape(
-                    part, f"cache {name}",
-                    (None, None, self._kv_heads, self.key_dim),
-                )
-            return
-        check_mask_shape(
-            cache, "cache", (None, 2, None, self._kv_heads, self.key_dim)
-        )
+    def _project_keys_and_values(self, key, value, position):
+        """`(k (B, S, K, H), v (B, S, K, V))` for the tokens of `key` and
+        `value`, which sit at `position`, `position + 1`, ..."""
+        k = self._key_dense(key)  # (B, S, K, H)
+        if self._rotary is not None:
+            k = self._rotary(k, start_index=position)
+        v = self._value_dense(value)  # (B, S, K, V)
+        return k, v
 
-    @staticmethod
-    def _cache_length(cache):
-        """`S`, the static length of a cache in either form."""
-        if isinstance(cache, (tuple, list)):
-            return cache[0].shape[1]  # (B, S, K, H)
-        return cache.shape[2]  # (B, 2, S, K, H)
-
-    def _keys_and_values(self, key, value, cache, cache_update_index):
-        """Projected keys and values, read from and written to the cache.
-
-        The only place that knows the cache's layout. Returns
-        `(k (B, S, K, H), v (B, S, K, V), cache, new_tokens_only)`, where
-        `cache` is updated (or `None`) and `new_tokens_only` says whether
-        `key`/`value` (and their masks) cover all of `S`.
-        """
-        position = 0 if cache_update_index is None else cache_update_index
-        if cache is None:
-            if cache_update_index is not None:
-                raise ValueError(
-                    "`cache_update_index` should only be set with a `cache`."
-                    f" Received: cache=None, cache_update_index="
-                    f"{cache_update_index}"
-                )
-            k = self._key_dense(key)  # (B, S, K, H)
-            if self._rotary is not None:
-                k = self._rotary(k)
-            v = self._value_dense(value)  # (B, S, K, V)
-            return k, v, None, True
+    def _cached_keys_and_values(self, key, value, cache, cache_update_index):
+        """The cache as a `KVCache` `(B, K, S, H)`, with the new keys and
+        values written at `cache_update_index` (`None`: used as is), and
+        whether it came in keras-hub's stacked form. The cache's forms and
+        layout are `keras_attn.layers.kv_cache`'s."""
         if len(key.shape) != 3:
             raise ValueError(
                 "A `cache` needs rank-3 inputs (batch, length, features). "
                 f"Received: key.shape={tuple(key.shape)}"
             )
-        self._check_cache(cache)
-        stacked = not isinstance(cache, (tuple, list))
-        if stacked:
-            # unstack, not cache[:, 0]: on TFLite a rank-5 STRIDED_SLICE
-            # copies element by element, UNPACK copies contiguous blocks.
-            key_cache, value_cache = ops.unstack(cache, 2, axis=1)
-        else:
-            key_cache, value_cache = cache
-        if cache_update_index is None:
-            return key_cache, value_cache, cache, True  # (B, S, K, H)
-        k_new = self._key_dense(key)  # (B, T, K, H)
-        if self._rotary is not None:
-            k_new = self._rotary(k_new, start_index=position)
-        v_new = self._value_dense(value)  # (B, T, K, V)
-        start = [0, cache_update_index, 0, 0]
-        k = ops.slice_update(key_cache, start, k_new)  # (B, S, K, H)
-        v = ops.slice_update(value_cache, start, v_new)  # (B, S, K, V)
-        cache = ops.stack((k, v), axis=1) if stacked else (k, v)
-        return k, v, cache, False
+        check_cache(cache, self._kv_heads, self.key_dim, self.value_dim)
+        cache, stacked = as_kv_cache(cache)
+        if cache_update_index is not None:
+            k, v = self._project_keys_and_values(
+                key, value, cache_update_index
+            )  # (B, T, K, H), (B, T, K, V)
+            cache = cache.update(cache_update_index, k, v)
+        return cache, stacked
 
     # Masks and attention -----------------------------------------------------
 
@@ -605,12 +563,13 @@ class MultiHeadAttention(keras.layers.Layer):
             mask = ops.expand_dims(mask, axis)
         return mask
 
-    def _position_mask(self, q, k, causal, window, offset):
+    def _position_mask(self, q, key_shape, causal, window, offset):
         """Causal and/or sliding-window mask over the flattened attention
-        positions, laid out as the scores `(1, *1, 1, *Tq, *Sk)`."""
+        positions, laid out as the scores `(1, *1, 1, *Tq, *Sk)`.
+        `key_shape` is `ops.shape` of the keys laid out as the query."""
         others, axes = self._layout(len(q.shape))
         q_dims = [ops.shape(q)[a] for a in axes]
-        k_dims = [ops.shape(k)[a] for a in axes]
+        k_dims = [key_shape[a] for a in axes]
         query_length, key_length = math.prod(q_dims), math.prod(k_dims)
         mask = None
         if causal:
@@ -625,9 +584,11 @@ class MultiHeadAttention(keras.layers.Layer):
             mask = mask[None]
         return mask
 
-    def _attention_mask(self, q, k, query_mask, key_padding, attention_mask,
-                        use_causal_mask, offset):
-        """Every mask, combined, laid out as the scores, or `None`."""
+    def _attention_mask(self, q, key_shape, query_mask, key_padding,
+                        attention_mask, use_causal_mask, offset):
+        """Every mask, combined, laid out as the scores, or `None`.
+        `key_shape` is `ops.shape` of the keys laid out as the query,
+        `(B, ..., K, H)`."""
         rank = len(q.shape)
         others, axes = self._layout(rank)
         scores_rank = 2 + len(others) + 2 * len(axes)
@@ -639,7 +600,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 attention_mask, "attention_mask",
                 (None,) * (scores_rank - 2 * len(axes))
                 + tuple(q.shape[a] for a in axes)
-                + tuple(k.shape[a] for a in axes),
+                + tuple(key_shape[a] for a in axes),
             )
         if query_mask is not None:
             check_mask_shape(query_mask, "query_mask", q.shape[:-2])
@@ -647,14 +608,14 @@ class MultiHeadAttention(keras.layers.Layer):
                 query_mask, rank, is_query=True
             )
         if key_padding is not None:
-            check_mask_shape(key_padding, "value_mask", k.shape[:-2])
+            check_mask_shape(key_padding, "value_mask", key_shape[:-2])
             key_padding = self._padding_to_scores(
                 key_padding, rank, is_query=False
             )
         positions = None
         if use_causal_mask or self.sliding_window is not None:
             positions = self._position_mask(
-                q, k, use_causal_mask, self.sliding_window, offset
+                q, key_shape, use_causal_mask, self.sliding_window, offset
             )
         return merge_masks(attention_mask, query_mask, key_padding,
                            positions)
@@ -724,7 +685,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if use_causal_mask:
             attention_mask = merge_masks(
                 attention_mask,
-                self._position_mask(query, key, True, None, 0),
+                self._position_mask(query, ops.shape(key), True, None, 0),
             )
         q, fold = self._fold(query, others, axes)  # (B', T, N, H)
         k, _ = self._fold(key, others, axes)  # (B', S, K, H)
@@ -743,6 +704,35 @@ class MultiHeadAttention(keras.layers.Layer):
             mask = ops.reshape(
                 mask, (-1, head_dim, math.prod(q_dims), math.prod(k_dims))
             )  # (B', N|1, T, S)
+        attended, scores = self._attention(
+            q, k, v, mask, training, return_attention_scores
+        )  # (B', T, N, V), (B', N, T, S) or None
+        if return_attention_scores and scores_rank > 4:
+            shape = ops.shape(query)
+            scores = ops.reshape(
+                scores,
+                (shape[0],) + tuple(shape[a] for a in others)
+                + (self.num_heads,)
+                + tuple(shape[a] for a in axes)
+                + tuple(ops.shape(key)[a] for a in axes),
+            )  # (B, *A, N, *Tq, *Sk)
+        return self._unfold(attended, fold), scores
+
+    def _attention(self, q, k, v, mask, training, return_attention_scores,
+                   kv_layout="BSKH"):
+        """`keras_attn.ops.scaled_dot_product_attention` of projected rank-4
+        heads, on the path `select_implementation` picks (recorded in
+        `last_attention_path`).
+
+        Args:
+            q: `(B, T, N, H)`.
+            k, v: `(B, S, K, H)`, `(B, S, K, V)`; heads first,
+                `(B, K, S, H)`, with `kv_layout="BKSH"` (a `KVCache`).
+            mask: boolean, broadcasting to `(B, N, T, S)`, or `None`.
+
+        Returns:
+            `(output (B, T, N, V), scores (B, N, T, S) or None)`.
+        """
         self.last_attention_path = select_implementation(
             q.dtype,
             return_attention_scores,
@@ -751,6 +741,7 @@ class MultiHeadAttention(keras.layers.Layer):
             key_head_dim=self.key_dim,
             value_head_dim=self.value_dim,
             flash_attention=self._flash_attention,
+            kv_layout=kv_layout,
         )
         attended = scaled_dot_product_attention(
             q,
@@ -763,20 +754,11 @@ class MultiHeadAttention(keras.layers.Layer):
             return_weights=return_attention_scores,
             implementation=self.last_attention_path,
             flash_attention=self._flash_attention,
+            kv_layout=kv_layout,
         )
-        scores = None
         if return_attention_scores:
-            attended, scores = attended  # (B', N, T, S)
-            if scores_rank > 4:
-                shape = ops.shape(query)
-                scores = ops.reshape(
-                    scores,
-                    (shape[0],) + tuple(shape[a] for a in others)
-                    + (self.num_heads,)
-                    + tuple(shape[a] for a in axes)
-                    + tuple(ops.shape(key)[a] for a in axes),
-                )  # (B, *A, N, *Tq, *Sk)
-        return self._unfold(attended, fold), scores
+            return attended
+        return attended, None
 
     def _attend(self, q, k, v, mask, training, return_attention_scores):
         """Calls `_compute_attention`; subclasses adapt its signature."""
@@ -808,23 +790,62 @@ class MultiHeadAttention(keras.layers.Layer):
         gate = None
         if self._gate_dense is not None:
             gate = self._gate_dense(query)  # (B, T, N, V)
-        q = self._query_dense(query)  # (B, T, N, H)
-        k, v, cache, new_tokens_only = self._keys_and_values(
-            key, value, cache, cache_update_index
-        )
+        if cache is None and cache_update_index is not None:
+            raise ValueError(
+                "`cache_update_index` should only be set with a `cache`. "
+                f"Received: cache=None, cache_update_index="
+                f"{cache_update_index}"
+            )
         position = 0 if cache_update_index is None else cache_update_index
+        q = self._query_dense(query)  # (B, T, N, H)
         if self._rotary is not None:
             q = self._rotary(q, start_index=position)
+        # `value_mask`/`key_mask` describe `value`/`key`: all the keys
+        # unless they are new tokens written into a cache.
         key_padding = None
-        if new_tokens_only:
+        if cache_update_index is None:
             key_padding = merge_masks(value_mask, key_mask)  # (B, S)
+        if cache is None:
+            k, v = self._project_keys_and_values(key, value, 0)
+            key_shape = ops.shape(k)  # (B, S, K, H)
+        else:
+            kv_cache, stacked = self._cached_keys_and_values(
+                key, value, cache, cache_update_index
+            )
+            shape = ops.shape(kv_cache.keys)  # (B, K, S, H)
+            key_shape = (shape[0], shape[2], shape[1], shape[3])
+        zero_queries = None
+        if query_mask is not None and len(q.shape) == 4:
+            # Padded queries are not folded into the (B, T, S) mask: their
+            # rows are zeroed after the attention instead (the same outputs
+            # and weights as fully masked rows), so a padding-only mask stays
+            # (B, 1, S) and is never broadcast to every query (on TFLite
+            # 2% faster, and a (B, T, S) mask costs XLA training 8%).
+            check_mask_shape(query_mask, "query_mask", q.shape[:-2])
+            zero_queries, query_mask = query_mask, None
         mask = self._attention_mask(
-            q, k, query_mask, key_padding, attention_mask, use_causal_mask,
-            position,
+            q, key_shape, query_mask, key_padding, attention_mask,
+            use_causal_mask, position,
         )  # (B, N|1, T, S) or None
-        attended, scores = self._attend(
-            q, k, v, mask, training, return_attention_scores
-        )  # (B, T, N, V)
+        if cache is None:
+            attended, scores = self._attend(
+                q, k, v, mask, training, return_attention_scores
+            )  # (B, T, N, V)
+        else:
+            # The cache is attended in place (heads first), not through
+            # `_compute_attention`, whose keys are `(B, S, K, H)`.
+            attended, scores = self._attention(
+                q, kv_cache.keys, kv_cache.values, mask, training,
+                return_attention_scores, kv_layout="BKSH",
+            )  # (B, T, N, V)
+            cache = restore_form(kv_cache, stacked)
+        if zero_queries is not None:
+            keep = ops.cast(zero_queries, attended.dtype)  # (B, T)
+            attended = attended * keep[:, :, None, None]  # (B, T, N, V)
+            if return_attention_scores:
+                scores = scores * ops.cast(zero_queries, scores.dtype)[
+                    :, None, :, None
+                ]  # (B, N, T, S)
         if gate is not None:
             attended = ops.multiply(attended, gate)
         output = poison(self._output_dense(attended), *invalid)  # (B, T, D)
@@ -895,7 +916,7 @@ class MultiHeadAttention(keras.layers.Layer):
         outputs = (output,)
         if return_attention_scores:
             if cache is not None:  # S is the cache's length
-                key_shape = (key_shape[0], self._cache_length(cache))
+                key_shape = (key_shape[0], cache_length(cache))
             outputs += (keras.KerasTensor(
                 self._scores_shape(tuple(query.shape), tuple(key_shape)),
                 dtype=self.compute_dtype,

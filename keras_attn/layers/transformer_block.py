@@ -45,6 +45,7 @@ class TransformerBlock(keras.layers.Layer):
         normalize_first=False,
         num_key_value_heads=None,
         rotary_max_wavelength=None,
+        sliding_window=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +80,9 @@ class TransformerBlock(keras.layers.Layer):
         self.rotary_max_wavelength = positive_number(
             rotary_max_wavelength, "rotary_max_wavelength", allow_none=True
         )
+        self.sliding_window = positive_int(
+            sliding_window, "sliding_window", allow_none=True
+        )
         self.supports_masking = True
 
     def _head_dim(self, hidden_dim, name):
@@ -90,7 +94,9 @@ class TransformerBlock(keras.layers.Layer):
             )
         return hidden_dim // self.num_heads
 
-    def _attention(self, hidden_dim, name, rotary=True):
+    def _attention(self, hidden_dim, name, self_attention=True):
+        # Rotary positions and the sliding window concern positions within
+        # one sequence: the self-attention's, never the cross-attention's.
         return MultiHeadAttention(
             num_heads=self.num_heads,
             key_dim=self._head_dim(hidden_dim, "inputs"),
@@ -99,8 +105,9 @@ class TransformerBlock(keras.layers.Layer):
             bias_initializer=_clone(self.bias_initializer),
             num_key_value_heads=self.num_key_value_heads,
             rotary_max_wavelength=(
-                self.rotary_max_wavelength if rotary else None
+                self.rotary_max_wavelength if self_attention else None
             ),
+            sliding_window=self.sliding_window if self_attention else None,
             dtype=self.dtype_policy,
             name=name,
         )
@@ -185,6 +192,7 @@ class TransformerBlock(keras.layers.Layer):
                 "normalize_first": self.normalize_first,
                 "num_key_value_heads": self.num_key_value_heads,
                 "rotary_max_wavelength": self.rotary_max_wavelength,
+                "sliding_window": self.sliding_window,
             }
         )
         return config

@@ -9,6 +9,8 @@ heads, H head size.
 import keras
 from keras import ops
 
+from keras_attn.layers.kv_cache import KVCache
+from keras_attn.layers.kv_cache import cache_length
 from keras_attn.layers.masking import check_attention_mask_shape
 from keras_attn.layers.masking import checked_mask
 from keras_attn.layers.masking import get_keras_mask
@@ -39,17 +41,23 @@ class TransformerDecoder(TransformerBlock):
     of `encoder_sequence` AND `encoder_padding_mask`) hides padded encoder
     tokens from the cross-attention.
 
-    Caches: `self_attention_cache` `(B, 2, S, K, H)` with
-    `self_attention_cache_update_index` (where the T new tokens go; they sit
-    at positions `index + i`), and `cross_attention_cache` `(B, 2, E, K, H)`
-    holding the projected encoder keys/values (with
-    `cross_attention_cache_update_index=None` it is used as is).
+    Caches: `self_attention_cache` with `self_attention_cache_update_index`
+    (where the T new tokens go; they sit at positions `index + i`), and
+    `cross_attention_cache` holding the projected encoder keys/values (with
+    `cross_attention_cache_update_index=None` it is used as is, e.g. from
+    `compute_cross_attention_cache`). Each is a
+    `keras_attn.layers.KVCache` (keys and values `(B, K, S, H)`, heads
+    first; `(B, K, E, H)` for cross-attention), or keras-hub's stacked
+    tensor `(B, 2, S, K, H)`, and comes back updated in the form given.
 
     Args:
         intermediate_dim, num_heads, dropout, activation, layer_norm_epsilon,
         kernel_initializer, bias_initializer, normalize_first,
-        num_key_value_heads, rotary_max_wavelength: as in
-        `keras_attn.layers.TransformerEncoder`.
+        num_key_value_heads, rotary_max_wavelength, sliding_window: as in
+        `keras_attn.layers.TransformerEncoder` (the window limits the
+        causal self-attention to the `sliding_window - 1` tokens before
+        each token, cached decoding included; the cross-attention sees
+        the whole encoder sequence).
         decoder_sequence_shape, encoder_sequence_shape: optional shapes, as
             in a keras-hub config; if given, the layer is built from them.
             Defaults to `None`.
@@ -92,7 +100,7 @@ class TransformerDecoder(TransformerBlock):
                                                    num_heads=4)
     x = np.random.rand(2, 5, 16).astype("float32")
     y = decoder(x)  # causal self-attention only
-    cache = np.zeros((2, 2, 8, 4, 4), "float32")  # (B, 2, S, K, H)
+    cache = keras_attn.layers.KVCache.zeros(2, 4, 8, 4)  # (B, K, S, H)
     step, cache = decoder(x[:, :1], self_attention_cache=cache,
                           self_attention_cache_update_index=0)
     np.testing.assert_allclose(step, y[:, :1], atol=1e-5)
@@ -129,7 +137,7 @@ class TransformerDecoder(TransformerBlock):
         self._cross_attention_layer = None
         if encoder_sequence_shape is not None:
             self._cross_attention_layer = self._attention(
-                hidden_dim, "cross_attention", rotary=False
+                hidden_dim, "cross_attention", self_attention=False
             )
             self._cross_attention_layer.build(
                 shape, tuple(encoder_sequence_shape)
@@ -153,8 +161,8 @@ class TransformerDecoder(TransformerBlock):
             encoder_sequence: tensor `(B, E, D_enc)`.
 
         Returns:
-            The `cross_attention_cache` `(B, 2, E, K, H)`: keys at index 0,
-            values at index 1.
+            The `cross_attention_cache`, a `keras_attn.layers.KVCache` of
+            keys and values `(B, K, E, H)`.
         """
         if self._cross_attention_layer is None:
             raise ValueError(
@@ -162,12 +170,11 @@ class TransformerDecoder(TransformerBlock):
                 "built without an encoder_sequence)."
             )
         attention = self._cross_attention_layer
-        return ops.stack(
-            [
-                attention.key_dense(encoder_sequence),  # (B, E, K, H)
-                attention.value_dense(encoder_sequence),  # (B, E, K, H)
-            ],
-            axis=1,
+        return KVCache(
+            ops.transpose(attention.key_dense(encoder_sequence),
+                          (0, 2, 1, 3)),  # (B, K, E, H)
+            ops.transpose(attention.value_dense(encoder_sequence),
+                          (0, 2, 1, 3)),  # (B, K, E, H)
         )
 
     def _check_call(self, encoder_sequence, self_cache, cross_cache):
@@ -278,7 +285,7 @@ class TransformerDecoder(TransformerBlock):
         )
         h, self_scores, self_attention_cache = split_attention_outputs(
             attended, return_attention_scores, self_attention_cache is not None
-        )  # (B, T, D), (B, N, T, S), (B, 2, S, K, H)
+        )  # (B, T, D), (B, N, T, S), the cache
         x = self._add_residual(
             x, h, self._self_attention_dropout,
             self._self_attention_layer_norm, training,
@@ -312,7 +319,7 @@ class TransformerDecoder(TransformerBlock):
                 attended,
                 return_attention_scores,
                 cross_attention_cache is not None,
-            )  # (B, T, D), (B, N, T, E), (B, 2, E, K, H)
+            )  # (B, T, D), (B, N, T, E), the cache
             x = self._add_residual(
                 x, h, self._cross_attention_dropout,
                 self._cross_attention_layer_norm, training,
@@ -380,14 +387,14 @@ class TransformerDecoder(TransformerBlock):
             scores = {
                 "self_attention": spec(
                     (batch, self.num_heads, length,
-                     _cache_length(self_attention_cache, length))
+                     _length(self_attention_cache, length))
                 )
             }
             if encoder_sequence is not None:
                 scores["cross_attention"] = spec(
                     (batch, self.num_heads, length,
-                     _cache_length(cross_attention_cache,
-                                   encoder_sequence.shape[1]))
+                     _length(cross_attention_cache,
+                             encoder_sequence.shape[1]))
                 )
         return self._outputs(
             spec(self.compute_output_shape(decoder_sequence.shape)),
@@ -397,11 +404,6 @@ class TransformerDecoder(TransformerBlock):
         )
 
 
-def _cache_length(cache, default):
-    """Key length of a cache `(B, 2, S, K, H)` or `(keys (B, S, K, H),
-    values)`, or `default` without a cache."""
-    if cache is None:
-        return default
-    if isinstance(cache, (tuple, list)):
-        return cache[0].shape[1]
-    return cache.shape[2]
+def _length(cache, default):
+    """Key length of a cache in either form, or `default` without one."""
+    return default if cache is None else cache_length(cache)

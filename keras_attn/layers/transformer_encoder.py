@@ -54,6 +54,10 @@ class TransformerEncoder(TransformerBlock):
             attention). Defaults to `num_heads`.
         rotary_max_wavelength: float or `None`. Rotary positions in the
             self-attention if set. Defaults to `None`.
+        sliding_window: int or `None`. If set, a token attends only to
+            tokens less than `sliding_window` positions away
+            (`keras_attn.layers.MultiHeadAttention`'s band). Defaults to
+            `None`: the whole sequence.
 
     Call arguments:
         inputs: tensor `(B, L, D)`.

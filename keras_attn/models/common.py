@@ -1,7 +1,9 @@
 """What the model builders share (private): argument checks, embeddings,
-stacks of blocks, and the layer names that generation and export rely on.
+stacks of blocks, and their layer names.
 
-Layer-name contract of every builder (generation finds layers by name):
+Layer names of every builder (stable, for checkpoints and layout maps;
+generation and export find layers by structure instead, see
+`keras_attn.models.structure`):
     "{side}_embedding", "{side}_layer_{i}", "{side}_final_layer_norm" (pre-LN
     only), with side "encoder" or "decoder"; "pooling" and
     "classifier_head" (classifier). Language-model logits come from the
@@ -77,7 +79,8 @@ def embedding(side, vocabulary_size, sequence_length, hidden_dim, position,
 
 
 def block_kwargs(num_heads, intermediate_dim, dropout, normalize_first,
-                 num_key_value_heads, position, layer_norm_epsilon):
+                 num_key_value_heads, position, layer_norm_epsilon,
+                 sliding_window=None):
     return dict(
         intermediate_dim=intermediate_dim,
         num_heads=num_heads,
@@ -89,6 +92,7 @@ def block_kwargs(num_heads, intermediate_dim, dropout, normalize_first,
         rotary_max_wavelength=(
             ROTARY_MAX_WAVELENGTH if position == "rotary" else None
         ),
+        sliding_window=sliding_window,
     )
 
 

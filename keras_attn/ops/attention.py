@@ -26,6 +26,9 @@ from keras_attn_runtime import checks
 _MASKED_LOGIT = -1e9
 
 IMPLEMENTATIONS = ("fused", "explicit")
+# Key/value layouts: sequence first (the query's own layout) or heads first
+# (the KV cache's, `keras_attn.layers.KVCache`).
+KV_LAYOUTS = ("BSKH", "BKSH")
 
 
 def causal_mask(query_length, key_length, offset=None):
@@ -197,12 +200,23 @@ def poison(x, *invalid):
     return ops.where(bad, ops.cast(float("nan"), x.dtype), x)
 
 
-def _validate_inputs(query, key, value):
-    for name, x in (("query", query), ("key", key), ("value", value)):
+def _validate_inputs(query, key, value, kv_layout):
+    if kv_layout not in KV_LAYOUTS:
+        raise ValueError(
+            "Received an invalid value for argument `kv_layout`, expected "
+            f"one of {KV_LAYOUTS}. Received: kv_layout={kv_layout!r}"
+        )
+    kv_axes = ("(batch, length, heads, head_dim)" if kv_layout == "BSKH"
+               else "(batch, heads, length, head_dim)")
+    for name, x, axes in (
+        ("query", query, "(batch, length, heads, head_dim)"),
+        ("key", key, kv_axes),
+        ("value", value, kv_axes),
+    ):
         if len(x.shape) != 4:
             raise ValueError(
-                f"`{name}` must have rank 4, shaped (batch, length, heads, "
-                f"head_dim). Received: {name}.shape={tuple(x.shape)}"
+                f"`{name}` must have rank 4, shaped {axes}. "
+                f"Received: {name}.shape={tuple(x.shape)}"
             )
     q_batch, k_batch = _static_dim(query, 0), _static_dim(key, 0)
     if q_batch is not None and k_batch is not None and q_batch != k_batch:
@@ -216,7 +230,9 @@ def _validate_inputs(query, key, value):
             "The last dimension of `query` and `key` must be equal. Received: "
             f"query.shape={tuple(query.shape)}, key.shape={tuple(key.shape)}"
         )
-    for axis, what in ((0, "batch"), (1, "length"), (2, "heads")):
+    length_axis, heads_axis = _kv_axes(kv_layout)
+    for axis, what in ((0, "batch"), (length_axis, "length"),
+                       (heads_axis, "heads")):
         k_d, v_d = _static_dim(key, axis), _static_dim(value, axis)
         if k_d is not None and v_d is not None and k_d != v_d:
             raise ValueError(
@@ -224,7 +240,7 @@ def _validate_inputs(query, key, value):
                 f"Received: key.shape={tuple(key.shape)}, "
                 f"value.shape={tuple(value.shape)}"
             )
-    n, k = _static_dim(query, 2), _static_dim(key, 2)
+    n, k = _static_dim(query, 2), _static_dim(key, heads_axis)
     if n is not None and k is not None and n % k != 0:
         raise ValueError(
             "The number of query heads must be a multiple of the number of "
@@ -249,6 +265,11 @@ def _check_bias(bias, target):
             f"Received: bias.shape={shape}"
         )
     return bias
+
+
+def _kv_axes(kv_layout):
+    """`(length axis, heads axis)` of keys and values in `kv_layout`."""
+    return (1, 2) if kv_layout == "BSKH" else (2, 1)
 
 
 def _as_rank4_mask(mask, name, query_length, key_length):
@@ -292,6 +313,7 @@ def select_implementation(
     key_head_dim=None,
     value_head_dim=None,
     flash_attention=None,
+    kv_layout="BSKH",
 ):
     """Which attention path `scaled_dot_product_attention` takes.
 
@@ -299,7 +321,10 @@ def select_implementation(
     kernels on GPU and fused kernels on TPU. It cannot return the weights or
     apply dropout to them, and for float16 inputs some backends compute the
     logits in float16, where they overflow, so those cases take the explicit
-    path, which computes logits and softmax in float32.
+    path, which computes logits and softmax in float32. Heads-first keys
+    and values (`kv_layout="BKSH"`, a KV cache) take the explicit path
+    unless the fused one is asked for: the explicit path reads them in
+    place, the fused op would need them transposed (a copy of the cache).
 
     Args:
         dtype: the compute dtype of the query.
@@ -314,6 +339,8 @@ def select_implementation(
             `keras.ops.dot_product_attention`. `True` needs the fused path
             (flash kernels keep float16 logits safe: they accumulate in
             float32), so it raises where `implementation="fused"` would.
+        kv_layout: `"BSKH"` or `"BKSH"`, the layout of the keys and values
+            (see `scaled_dot_product_attention`). Defaults to `"BSKH"`.
 
     Returns:
         `"fused"` or `"explicit"`.
@@ -358,7 +385,7 @@ def select_implementation(
         )
     if implementation is not None:
         return implementation
-    return "explicit" if reasons else "fused"
+    return "explicit" if reasons or kv_layout == "BKSH" else "fused"
 
 
 def scaled_dot_product_attention(
@@ -377,12 +404,16 @@ def scaled_dot_product_attention(
     sliding_window=None,
     query_offset=None,
     flash_attention=None,
+    kv_layout="BSKH",
 ):
     """softmax(Q K^T / sqrt(d_k)) V, exactly as the textbook writes it.
 
     `key` and `value` may have fewer heads than `query` (grouped-query
     attention, or multi-query with one head): query head `n` uses key/value
-    head `n // (N // K)`.
+    head `n // (N // K)`. They are laid out as the query, `(B, S, K, H)`,
+    or heads first, `(B, K, S, H)` with `kv_layout="BKSH"`: the layout of
+    a KV cache (`keras_attn.layers.KVCache`), which the explicit path reads
+    without transposing it.
 
     Masking: `mask` is boolean, `True` where a query may attend to a key,
     broadcastable to `(B, N, T, S)`; rank 2 `(T, S)` and rank 3 `(B, T, S)`
@@ -401,8 +432,8 @@ def scaled_dot_product_attention(
 
     Args:
         query: tensor of shape `(B, T, N, H)`.
-        key: tensor of shape `(B, S, K, H)`.
-        value: tensor of shape `(B, S, K, V)`.
+        key: tensor of shape `(B, S, K, H)` (`(B, K, S, H)` heads first).
+        value: tensor of shape `(B, S, K, V)` (`(B, K, S, V)` heads first).
         mask: optional boolean tensor broadcastable to `(B, N, T, S)`, or a
             numeric one holding only 0 and 1 (1 = may attend). Other values
             raise (see `boolean_mask`); an additive mask (0 / -inf) goes in
@@ -429,6 +460,8 @@ def scaled_dot_product_attention(
             `keras.ops.dot_product_attention` on the fused path; `True`
             forces that path (see `select_implementation`). Defaults to
             `None` (the backend decides).
+        kv_layout: `"BSKH"` (keys and values `(B, S, K, H)`) or `"BKSH"`
+            (heads first, `(B, K, S, H)`). Defaults to `"BSKH"`.
 
     Returns:
         The output of shape `(B, T, N, V)`; with `return_weights=True`, the
@@ -453,7 +486,7 @@ def scaled_dot_product_attention(
     query = ops.convert_to_tensor(query)
     key = ops.convert_to_tensor(key)
     value = ops.convert_to_tensor(value)
-    _validate_inputs(query, key, value)
+    _validate_inputs(query, key, value, kv_layout)
     checks.rate(dropout_rate, "dropout_rate")
     head_dim = _static_dim(query, -1)
     if scale is not None:
@@ -470,10 +503,12 @@ def scaled_dot_product_attention(
         scale = 1.0 / math.sqrt(head_dim)
     compute_dtype = query.dtype
     batch, query_length, num_heads = ops.shape(query)[:3]
-    key_length, num_kv_heads = ops.shape(key)[1:3]
+    length_axis, heads_axis = _kv_axes(kv_layout)
+    key_length = ops.shape(key)[length_axis]
+    num_kv_heads = ops.shape(key)[heads_axis]
     if bias is not None:
         bias = _check_bias(bias, (query.shape[0], query.shape[2],
-                                  query.shape[1], key.shape[1]))
+                                  query.shape[1], key.shape[length_axis]))
 
     invalid_mask = None
     if mask is not None:
@@ -506,8 +541,12 @@ def scaled_dot_product_attention(
         key_head_dim=head_dim,
         value_head_dim=_static_dim(value, -1),
         flash_attention=flash_attention,
+        kv_layout=kv_layout,
     )
     if path == "fused":
+        if kv_layout == "BKSH":  # the fused op takes (B, S, K, H)
+            key = ops.transpose(key, (0, 2, 1, 3))
+            value = ops.transpose(value, (0, 2, 1, 3))
         if keras.backend.backend() == "tensorflow" and (
             _static_dim(key, 2) == 1 and _static_dim(query, 2) != 1
         ):
@@ -516,25 +555,47 @@ def scaled_dot_product_attention(
             # broadcast K == 1 (multi-query): repeat here.
             key = ops.repeat(key, _static_dim(query, 2), axis=2)
             value = ops.repeat(value, _static_dim(query, 2), axis=2)
+        fused_mask = mask
+        if mask is not None and keras.backend.backend() == "tensorflow":
+            # The mask as an additive bias: Keras's TensorFlow op would AND
+            # it with a (B, N, T, S) constant of ones and SELECT; on TFLite
+            # that constant is stored in the file and SELECT_V2 splits the
+            # XNNPACK partition at every layer, while ADD stays inside it.
+            # Same weights: exp(logit - 1e9) is 0 in float32.
+            mask_bias = ops.cast(
+                ops.where(mask, 0.0, _MASKED_LOGIT), query.dtype
+            )  # (B|1, N|1, T, S); float16 never takes the fused path
+            bias = mask_bias if bias is None else bias + mask_bias
+            fused_mask = None
         output = ops.dot_product_attention(
-            query, key, value, bias=bias, mask=mask, scale=scale,
+            query, key, value, bias=bias, mask=fused_mask, scale=scale,
             flash_attention=flash_attention,
         )  # (B, T, N, V)
         if mask is not None:
             has_key = ops.any(mask, axis=-1)  # (B|1, N|1, T)
             has_key = ops.transpose(has_key, (0, 2, 1))[..., None]
-            output = ops.where(has_key, output, ops.zeros_like(output))
+            # A multiply, not a select (same values: the output is finite):
+            # it stays inside the XNNPACK partition on TFLite.
+            output = output * ops.cast(has_key, output.dtype)
         return poison(output, invalid_mask)
 
     # Explicit path. Heads are grouped as N = K * G so grouped-query attention
-    # needs no copies of the keys and values.
+    # needs no copies of the keys and values. `kv` names the key/value axes
+    # in their layout: heads-first keys are contracted in place (a batched
+    # matmul over B * K), only the query and the output move.
+    kv = "bskh" if kv_layout == "BSKH" else "bksh"
     groups = num_heads // num_kv_heads
     q = ops.cast(query, "float32") * ops.cast(scale, "float32")
     q = ops.reshape(
         q, (batch, query_length, num_kv_heads, groups, -1)
     )  # (B, T, K, G, H)
-    k = ops.cast(key, "float32")  # (B, S, K, H)
-    logits = ops.einsum("btkgh,bskh->bkgts", q, k)  # (B, K, G, T, S)
+    q_axes = "btkgh"
+    if kv_layout == "BKSH":
+        # Laid out as the logits: one batched matmul, no transposed logits.
+        q = ops.transpose(q, (0, 2, 3, 1, 4))  # (B, K, G, T, H)
+        q_axes = "bkgth"
+    k = ops.cast(key, "float32")  # (B, S, K, H) or (B, K, S, H)
+    logits = ops.einsum(f"{q_axes},{kv}->bkgts", q, k)  # (B, K, G, T, S)
     logits = ops.reshape(
         logits, (batch, num_heads, query_length, key_length)
     )  # (B, N, T, S)
@@ -558,7 +619,7 @@ def scaled_dot_product_attention(
         attended, (batch, num_kv_heads, groups, query_length, key_length)
     )  # (B, K, G, T, S)
     output = ops.einsum(
-        "bkgts,bskv->btkgv", attended, ops.cast(value, compute_dtype)
+        f"bkgts,{kv[:-1]}v->btkgv", attended, ops.cast(value, compute_dtype)
     )  # (B, T, K, G, V)
     output = ops.reshape(
         output, (batch, query_length, num_heads, -1)

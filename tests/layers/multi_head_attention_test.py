@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from keras_attn.layers import KVCache
 from keras_attn.layers import MultiHeadAttention
 from tests import references
 from tests.test_case import assert_allclose
@@ -148,11 +149,13 @@ def test_grouped_query_and_rotary_match_numpy(kv_heads, rotary):
     prefill=st.integers(1, 3),
     kv_heads=st.sampled_from([1, 2]),
     rotary=st.sampled_from([None, 10000]),
+    native=st.booleans(),
     seed=st.integers(0, 1000),
 )
 def test_token_by_token_cached_decoding_equals_full_pass(
-    length, prefill, kv_heads, rotary, seed
+    length, prefill, kv_heads, rotary, native, seed
 ):
+    """Both cache forms: `KVCache` and keras-hub's stacked tensor."""
     prefill = min(prefill, length)
     layer = MultiHeadAttention(
         num_heads=2, key_dim=4, num_key_value_heads=kv_heads,
@@ -161,7 +164,8 @@ def test_token_by_token_cached_decoding_equals_full_pass(
     x = _x(2, length, 8, seed=seed)
     full = to_numpy(layer(x, x, use_causal_mask=True))
     max_length = length + 2  # slack after the last token stays unused
-    cache = np.zeros((2, 2, max_length, kv_heads, 4), "float32")
+    cache = (KVCache.zeros(2, kv_heads, max_length, 4) if native
+             else np.zeros((2, 2, max_length, kv_heads, 4), "float32"))
     out, cache = layer(
         x[:, :prefill], x[:, :prefill], use_causal_mask=True,
         cache=cache, cache_update_index=0,
@@ -187,28 +191,54 @@ def test_cross_attention_cache_used_as_is():
     out, same_cache = layer(q, enc, cache=cache)
     assert_allclose(out, full, atol=1e-6)
     assert_allclose(same_cache, cache, atol=0)
+    heads_first = KVCache(to_numpy(k).transpose(0, 2, 1, 3),
+                          to_numpy(v).transpose(0, 2, 1, 3))  # (B, K, E, H)
+    out, same_cache = layer(q, enc, cache=heads_first)
+    assert_allclose(out, full, atol=1e-6)
+    assert isinstance(same_cache, KVCache)
+    assert_allclose(same_cache.keys, heads_first.keys, atol=0)
 
 
-def test_cache_as_key_value_pair_decodes_like_the_full_pass():
-    """The `(key_cache, value_cache)` form: same outputs as the full pass,
-    updated pair returned; a wrong pair is refused by name."""
+def test_kv_cache_decodes_like_the_full_pass():
+    """The native `KVCache` form: same outputs as the full pass, updated
+    `KVCache` returned, keys heads first; a plain pair or a cache of the
+    wrong shape is refused by name."""
     layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
     x = _x(2, 5, 8, seed=3)
     full = to_numpy(layer(x, x, use_causal_mask=True))
-    cache = (np.zeros((2, 6, 2, 4), "float32"),
-             np.zeros((2, 6, 2, 4), "float32"))
+    cache = KVCache.zeros(2, 2, 6, 4)  # (B, K, S, H)
     steps = []
     for i in range(5):
         out, cache = layer(x[:, i:i + 1], x[:, i:i + 1], use_causal_mask=True,
                            cache=cache, cache_update_index=i)
         steps.append(to_numpy(out))
     np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-5)
-    assert isinstance(cache, tuple) and len(cache) == 2
-    assert_allclose(cache[0][:, :5], layer.key_dense(x), atol=1e-6)
-    with pytest.raises(ValueError, match="tuple of length 3"):
-        layer(x, x, cache=cache + (cache[0],), cache_update_index=0)
-    with pytest.raises(ValueError, match="cache value_cache"):
-        layer(x, x, cache=(cache[0], np.zeros((2, 6, 3, 4), "float32")),
+    assert isinstance(cache, KVCache)
+    assert_allclose(to_numpy(cache.keys)[:, :, :5],
+                    to_numpy(layer.key_dense(x)).transpose(0, 2, 1, 3),
+                    atol=1e-6)
+    with pytest.raises(TypeError, match="KVCache.*Received: a tuple"):
+        layer(x, x, cache=tuple(cache), cache_update_index=0)
+    with pytest.raises(ValueError, match="cache.values"):
+        layer(x, x, cache=KVCache(cache.keys,
+                                  np.zeros((2, 3, 6, 4), "float32")),
+              cache_update_index=0)
+
+
+def test_kv_cache_allows_a_value_size_of_its_own():
+    """Keys and values are separate tensors, so `value_dim != key_dim`
+    works with a `KVCache` (keras-hub's stacked form cannot hold it)."""
+    layer = MultiHeadAttention(num_heads=2, key_dim=4, value_dim=6)
+    x = _x(2, 4, 8, seed=5)
+    layer(x, x)  # builds the layer
+    ref = _numpy_mha(layer, x, x, causal=True)
+    cache = KVCache.zeros(2, 2, 4, 4, value_head_dim=6)
+    out, cache = layer(x, x, use_causal_mask=True, cache=cache,
+                       cache_update_index=0)
+    assert_allclose(out, ref, atol=1e-5)
+    assert tuple(cache.values.shape) == (2, 2, 4, 6)
+    with pytest.raises(ValueError, match="key_dim == value_dim"):
+        layer(x, x, cache=np.zeros((2, 2, 4, 2, 4), "float32"),
               cache_update_index=0)
 
 
@@ -569,11 +599,11 @@ def test_a_query_never_sees_a_key_older_than_the_window():
     window=st.integers(1, 4),
     kv_heads=st.sampled_from([1, 2]),
     rotary=st.sampled_from([None, 10000]),
-    pair=st.booleans(),
+    native=st.booleans(),
     seed=st.integers(0, 1000),
 )
 def test_cached_decoding_with_sliding_window_equals_full_pass(
-    length, prefill, window, kv_heads, rotary, pair, seed
+    length, prefill, window, kv_heads, rotary, native, seed
 ):
     prefill = min(prefill, length)
     layer = MultiHeadAttention(
@@ -582,9 +612,8 @@ def test_cached_decoding_with_sliding_window_equals_full_pass(
     )
     x = _x(2, length, 8, seed=seed)
     full = to_numpy(layer(x, x, use_causal_mask=True))
-    shape = (2, length + 2, kv_heads, 4)
-    cache = ((np.zeros(shape, "float32"),) * 2 if pair
-             else np.zeros((2, 2) + shape[1:], "float32"))
+    cache = (KVCache.zeros(2, kv_heads, length + 2, 4) if native
+             else np.zeros((2, 2, length + 2, kv_heads, 4), "float32"))
     out, cache = layer(x[:, :prefill], x[:, :prefill], use_causal_mask=True,
                        cache=cache, cache_update_index=0)
     steps = [to_numpy(out)]
@@ -683,9 +712,10 @@ def test_symbolic_call_gives_every_output_shape():
     assert out.shape == (None, 1, 8)
     assert scores.shape == (None, 4, 1, 6)
     assert new_cache.shape == (None, 2, 6, 2, 4)
-    pair = (keras.Input((6, 2, 4)), keras.Input((6, 2, 4)))
-    _, new_pair = layer(token, token, cache=pair, cache_update_index=0)
-    assert [c.shape for c in new_pair] == [(None, 6, 2, 4)] * 2
+    native = KVCache(keras.Input((2, 6, 4)), keras.Input((2, 6, 4)))
+    _, new_cache = layer(token, token, cache=native, cache_update_index=0)
+    assert isinstance(new_cache, KVCache)
+    assert [c.shape for c in new_cache] == [(None, 2, 6, 4)] * 2
     high = MultiHeadAttention(num_heads=2, key_dim=4, attention_axes=2,
                               output_shape=(3, 2))
     q, v = keras.Input((3, 4, 8)), keras.Input((3, 5, 6))

@@ -6,6 +6,7 @@ import keras_hub
 import numpy as np
 import pytest
 
+from keras_attn.layers import KVCache
 from keras_attn.layers import TransformerDecoder
 from tests.test_case import assert_allclose
 from tests.test_case import run_layer_test
@@ -107,7 +108,12 @@ def test_filling_the_cross_cache_keeps_encoder_padding():
         cross_attention_cache=np.zeros((2, 2, 7, 2, 4), "float32"),
         cross_attention_cache_update_index=0)
     assert_allclose(out, full, atol=1e-6)
-    assert_allclose(cross_cache, decoder.compute_cross_attention_cache(enc),
+    native = decoder.compute_cross_attention_cache(enc)  # (B, K, E, H)
+    assert isinstance(native, KVCache)
+    stacked = to_numpy(cross_cache)  # (B, 2, E, K, H)
+    assert_allclose(native.keys, stacked[:, 0].transpose(0, 2, 1, 3),
+                    atol=1e-6)
+    assert_allclose(native.values, stacked[:, 1].transpose(0, 2, 1, 3),
                     atol=1e-6)
 
 
@@ -115,9 +121,10 @@ CACHES = {
     "none": {},
     "stacked": dict(self_attention_cache=np.zeros((2, 2, 6, 2, 4), "float32"),
                     self_attention_cache_update_index=0),
-    "pairs": dict(self_attention_cache=(np.zeros((2, 6, 2, 4), "float32"),
-                                        np.zeros((2, 6, 2, 4), "float32")),
-                  self_attention_cache_update_index=1),
+    "native": dict(self_attention_cache=KVCache(
+                       np.zeros((2, 2, 6, 4), "float32"),
+                       np.zeros((2, 2, 6, 4), "float32")),
+                   self_attention_cache_update_index=1),
 }
 
 
@@ -169,16 +176,37 @@ def test_changing_tokens_after_t_leaves_outputs_up_to_t_unchanged():
     assert not np.allclose(a[:, 4:], b[:, 4:])
 
 
+def test_sliding_window_hides_tokens_older_than_the_window():
+    """With `sliding_window=3`, the output at t depends on tokens t-2..t
+    only: changing token t-3 leaves it unchanged, changing t-2 does not."""
+    decoder = TransformerDecoder(intermediate_dim=16, num_heads=2,
+                                 sliding_window=3)
+    x = _x(2, 6, 8)
+    outside, inside = x.copy(), x.copy()
+    outside[:, 2] = _x(2, 1, 8, seed=7)[:, 0]  # 3 before position 5
+    inside[:, 3] = _x(2, 1, 8, seed=7)[:, 0]  # 2 before position 5
+    base = to_numpy(decoder(x))
+    assert_allclose(to_numpy(decoder(outside))[:, 5], base[:, 5], atol=1e-6)
+    assert not np.allclose(to_numpy(decoder(inside))[:, 5], base[:, 5])
+    assert decoder.get_config()["sliding_window"] == 3
+    assert TransformerDecoder.from_config(
+        decoder.get_config()).sliding_window == 3
+
+
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("rotary", [None, 10000])
-def test_cached_decoding_equals_full_pass(cross, rotary):
+@pytest.mark.parametrize("native", [False, True])
+def test_cached_decoding_equals_full_pass(cross, rotary, native):
+    """Both self-attention cache forms; the cross-attention cache from
+    `compute_cross_attention_cache`."""
     decoder = TransformerDecoder(intermediate_dim=16, num_heads=4,
                                  num_key_value_heads=2,
                                  rotary_max_wavelength=rotary)
     x, enc = _x(2, 6, 8), _x(2, 4, 8, seed=1)
     args = (enc,) if cross else ()
     full = to_numpy(decoder(x, *args))
-    self_cache = np.zeros((2, 2, 8, 2, 2), "float32")  # (B, 2, S, K, H)
+    self_cache = (KVCache.zeros(2, 2, 8, 2) if native  # (B, K, S, H)
+                  else np.zeros((2, 2, 8, 2, 2), "float32"))  # (B, 2, S, K, H)
     kwargs = {}
     if cross:
         kwargs["cross_attention_cache"] = (
@@ -190,6 +218,7 @@ def test_cached_decoding_equals_full_pass(cross, rotary):
             self_attention_cache_update_index=i, **kwargs)
         outs.append(to_numpy(out))
     assert_allclose(np.concatenate(outs, 1), full, atol=1e-5)
+    assert isinstance(self_cache, KVCache) == native
 
 
 def test_scores_dict_on_cached_path():

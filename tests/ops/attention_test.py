@@ -299,3 +299,47 @@ def test_flash_attention_on_tensorflow_raises_keras_error():
     q = np.zeros((1, 2, 1, 4), "float32")
     with pytest.raises(ValueError, match="[Ff]lash attention"):
         scaled_dot_product_attention(q, q, q, flash_attention=True)
+
+
+
+def _heads_first(x):
+    return x.transpose(0, 2, 1, 3)  # (B, S, K, H) -> (B, K, S, H)
+
+
+@pytest.mark.parametrize("implementation", [None, "explicit"])
+def test_heads_first_keys_match_numpy_float64(implementation):
+    """`kv_layout="BKSH"`: keys and values `(B, K, S, H)`, the KV cache's
+    layout, give the reference's output and weights (grouped heads, a value
+    size of its own); they take the explicit path unless told otherwise."""
+    rng = np.random.default_rng(4)
+    q, k, v = _qkv(rng, 2, 3, 7, 4, 2, 8, v=6)
+    mask = rng.random((2, 3, 7)) > 0.3
+    ref, ref_weights = references.attention(q, k, v, mask=mask, causal=True)
+    out, weights = scaled_dot_product_attention(
+        q, _heads_first(k), _heads_first(v), mask=mask, is_causal=True,
+        return_weights=True, implementation=implementation, kv_layout="BKSH")
+    assert_allclose(out, ref, atol=1e-5)
+    assert_allclose(weights, ref_weights, atol=1e-6)
+    assert select_implementation("float32", kv_layout="BKSH") == "explicit"
+    assert select_implementation("float32") == "fused"
+
+
+def test_heads_first_keys_on_the_fused_path_match_numpy_float64():
+    rng = np.random.default_rng(5)
+    q, k, v = _qkv(rng, 2, 3, 7, 4, 2, 8)
+    mask = rng.random((2, 3, 7)) > 0.3
+    ref, _ = references.attention(q, k, v, mask=mask)
+    out = scaled_dot_product_attention(
+        q, _heads_first(k), _heads_first(v), mask=mask,
+        implementation="fused", kv_layout="BKSH")
+    assert_allclose(out, ref, atol=1e-5)
+
+
+def test_bad_kv_layout_and_heads_first_shapes_are_refused():
+    rng = np.random.default_rng(6)
+    q, k, v = _qkv(rng, 1, 2, 5, 4, 2, 8)
+    with pytest.raises(ValueError, match="kv_layout='BSHK'"):
+        scaled_dot_product_attention(q, k, v, kv_layout="BSHK")
+    with pytest.raises(ValueError, match="same length dimension"):
+        scaled_dot_product_attention(
+            q, _heads_first(k), _heads_first(v)[:, :, :4], kv_layout="BKSH")
