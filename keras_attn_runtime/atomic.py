@@ -7,11 +7,21 @@ not a copy) and moves it into place only once it is fully written and
 flushed. An interrupted write (an exception, Ctrl-C) removes the temporary
 and leaves whatever was at the path before untouched. Files get the
 permissions a plain `open()` would give them (`0o666` minus the umask).
+
+A writer killed outright (`kill -9`, power loss) cannot clean up: its
+temporary stays beside the path, named `.NAME.PID@HOST.*.tmp...`. The next
+write to the same path removes the leftovers of writers that are no longer
+running (same host, dead PID), and puts back an old directory that a
+killed `atomic_directory` had moved aside (`.NAME.PID@HOST.*.old`) if
+nothing replaced it. Leftovers of live writers are never touched.
 """
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 
 
@@ -25,6 +35,67 @@ def _parent_and_name(path):
         )
     os.makedirs(parent, exist_ok=True)
     return path, parent, name
+
+
+def _host():
+    # Short and free of dots and separators, unlike some host names.
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _prefix(name):
+    """The start of the temporaries' names for `name`, with this process's
+    id and host, so the next writer can tell when they are leftovers."""
+    return f".{name}.{os.getpid()}@{_host()}."
+
+
+def _is_running(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether it exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def remove_leftovers(path):
+    """Removes what killed writers of `path` left beside it.
+
+    Called by every writer here before it starts. Only POSIX has a safe way
+    to ask whether a process is running; elsewhere this does nothing.
+
+    Args:
+        path: str or path-like. The file or directory being written.
+
+    Returns:
+        list of str: the names removed (or moved back to `path`).
+    """
+    if os.name != "posix":
+        return []
+    path, parent, name = _parent_and_name(path)
+    pattern = re.compile(
+        re.escape(f".{name}.") + r"(\d+)@" + re.escape(_host())
+        + r"\.[^.]+\.(tmp.*|old)$"
+    )
+    done = []
+    for entry in sorted(os.listdir(parent)):
+        match = pattern.match(entry)
+        if not match or _is_running(int(match.group(1))):
+            continue
+        leftover = os.path.join(parent, entry)
+        if match.group(2) == "old" and not os.path.lexists(path):
+            # Killed between the two renames of `_swap_into_place`: this
+            # is the previous content, put it back.
+            os.replace(leftover, path)
+        elif os.path.isdir(leftover) and not os.path.islink(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        done.append(entry)
+    return done
 
 
 def _fsync_directory(directory):
@@ -82,9 +153,10 @@ def atomic_file(path):
     ```
     """
     path, parent, name = _parent_and_name(path)
+    remove_leftovers(path)
     extension = os.path.splitext(name)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{extension}",
-                               dir=parent)
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(name),
+                               suffix=f".tmp{extension}", dir=parent)
     os.close(fd)
     try:
         # mkstemp makes the file private (0600); give it the permissions a
@@ -178,7 +250,8 @@ def atomic_directory(path):
     ```
     """
     path, parent, name = _parent_and_name(path)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
+    remove_leftovers(path)
+    tmp = tempfile.mkdtemp(prefix=_prefix(name), suffix=".tmp", dir=parent)
     try:
         yield tmp
         _swap_into_place(tmp, path, parent, name)
@@ -194,7 +267,7 @@ def _swap_into_place(tmp, path, parent, name):
         return
     # A unique name for the old content, so a crash mid-swap leaves it
     # recoverable and never collides with a concurrent writer.
-    old = tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=parent)
+    old = tempfile.mkdtemp(prefix=_prefix(name), suffix=".old", dir=parent)
     os.rmdir(old)
     os.replace(path, old)
     try:

@@ -162,6 +162,33 @@ def token_ids(ids, vocabulary_size, name):
     return values
 
 
+def token_id_array(ids, vocabulary_size, name):
+    """Returns `ids` if it is an integer NumPy array (any shape) of token
+    ids in [0, vocabulary_size).
+
+    Raises:
+        TypeError: for an array of another dtype (float ids are refused,
+            not cast: a cast hides data that is not token ids).
+        ValueError: for an id outside the range, naming one.
+    """
+    kind = getattr(getattr(ids, "dtype", None), "kind", None)
+    if kind not in ("i", "u"):
+        raise TypeError(
+            f"Expected `{name}` to hold integer token ids. Received: "
+            f"{name}={short(ids)} of dtype {getattr(ids, 'dtype', None)}"
+        )
+    if ids.size:
+        low, high = ids.min(), ids.max()
+        if low < 0 or high >= vocabulary_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"`{name}` holds ids outside [0, {vocabulary_size}) (the "
+                f"vocabulary size). Received: {name}={short(ids)}, e.g. "
+                f"{int(bad)}"
+            )
+    return ids
+
+
 def _is_integer_array(value):
     # Duck-typed so that this module needs no NumPy.
     dtype = getattr(value, "dtype", None)

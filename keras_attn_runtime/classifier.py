@@ -136,8 +136,8 @@ class Classifier:
                 f"Received: token_ids.shape={token_ids.shape}"
             )
         if token_ids.size:
-            checks.token_ids(token_ids.ravel(), self.tokenizer.vocabulary_size,
-                             "token_ids")
+            checks.token_id_array(token_ids, self.tokenizer.vocabulary_size,
+                                  "token_ids")
         logits = np.zeros((len(token_ids), self.num_classes), np.float64)
         for i, row in enumerate(token_ids.astype(np.int32)):
             logits[i] = self._runner(token_ids=row[None])[self._output][0]

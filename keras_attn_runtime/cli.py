@@ -132,6 +132,10 @@ class _CommandError(ValueError):
     """A user error found by the command line itself."""
 
 
+# Errors whose message is the whole story (they name the culprit).
+_USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
 class _Output:
     """stdout that remembers whether a line is open, so that an error
     never lands glued to half a line of generated text."""
@@ -401,9 +405,10 @@ def _print_table(rows):
 def run_command(run, args, prog):
     """Runs `run(args, prog)` the command-line way; returns the exit status.
 
-    A user error (bad value, missing file, no LiteRT) prints one line,
-    `PROG: error: MESSAGE`, and returns 2; `args.debug` re-raises it for
-    the traceback.
+    Every failure prints one line, `PROG: error: MESSAGE`, and returns 2:
+    a user error (bad value, missing or corrupt file, no LiteRT) as its
+    message, anything else with its exception type and a pointer to
+    `--debug`, which re-raises it for the traceback.
     """
     out = _Output()
     if not getattr(args, "verbose", True):
@@ -415,11 +420,15 @@ def run_command(run, args, prog):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (ValueError, TypeError, OSError, ImportError) as error:
+    except Exception as error:
         out.close_line()
         if getattr(args, "debug", False):
             raise
         message = " ".join(str(error).split())
+        if not isinstance(error, _USER_ERRORS):
+            # Not one of ours: say what it is, and where to see more.
+            message = (f"{type(error).__name__}: {message} (run with "
+                       "--debug for the traceback)")
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:

@@ -73,7 +73,8 @@ def test_quickstart_trains_exports_and_explains(tmp_path, capsys):
 def test_bad_flags_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
         cli.main(["quickstart", "--epochs", "0"])
-    assert "--epochs must be positive" in capsys.readouterr().err
+    assert ("keras-attn quickstart: error: argument --epochs: expected a "
+            "positive integer, got '0'") in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["unknown"])
 
@@ -106,10 +107,12 @@ def test_export_command(fmt, quantize, expected, tmp_path, capsys):
     assert "max abs diff" in printed or "->" in printed
 
 
-def test_export_errors(tmp_path):
-    with pytest.raises(SystemExit, match="no such model file"):
-        cli.main(["export", str(tmp_path / "missing.keras"),
-                  str(tmp_path / "x.tflite")])
+def test_export_errors(tmp_path, capsys):
+    assert cli.main(["export", str(tmp_path / "missing.keras"),
+                     str(tmp_path / "x.tflite")]) == 2
+    assert capsys.readouterr().err == (
+        "keras-attn export: error: no such model file: "
+        f"{tmp_path / 'missing.keras'}\n")
 
 
 VOCABULARY = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"] + [f"w{i}" for i in range(26)]
@@ -137,7 +140,8 @@ def exported(tmp_path_factory):
                          str(directory / f"{name}.tflite"), "--vocabulary",
                          str(vocabulary), *extra]) == 0
     return dict(classifier=str(directory / "classifier.tflite"),
-                lm=str(directory / "lm.tflite"), lm_keras=lm)
+                lm=str(directory / "lm.tflite"), lm_keras=lm,
+                lm_keras_path=str(directory / "lm.keras"))
 
 
 def test_export_embeds_the_description(exported, capsys):
@@ -153,9 +157,9 @@ def test_export_embeds_the_description(exported, capsys):
                      "--no-timings"]) == 0
     label, _, text = capsys.readouterr().out.strip().split("\t")
     assert label in ("no", "yes") and text == "w1 w2"
-    with pytest.raises(SystemExit):
-        cli.main(["export", "x.keras", "y", "--format", "saved_model",
-                  "--class-names", "a,b"])
+    assert cli.main(["export", exported["lm_keras_path"], "y", "--format",
+                     "saved_model", "--class-names", "a,b"]) == 2
+    assert "embedded in TFLite files only" in capsys.readouterr().err
 
 
 def test_generate_streams_keras_greedy_and_reports(exported, capsys):

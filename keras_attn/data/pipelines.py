@@ -317,6 +317,14 @@ def _check_labels(labels, num_texts):
             f"Expected one label per text: {num_texts} texts. Received: "
             f"{len(array)} labels"
         )
+    if array.size and array.min() < 0:
+        # Sparse categorical losses would read a negative class id as
+        # garbage (or NaN), not fail.
+        raise ValueError(
+            "Received an invalid value for argument `labels`, expected class "
+            f"ids >= 0. Received: labels={checks.short(array)}, e.g. "
+            f"{int(array.min())}"
+        )
     return array.astype("int32")
 
 

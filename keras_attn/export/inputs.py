@@ -2,8 +2,12 @@
 NumPy batches keyed by the model's input names, checked before the (slow)
 conversion starts."""
 
+import math
+
 import keras
 import numpy as np
+
+from keras_attn_runtime import checks
 
 
 def input_specs(model):
@@ -17,22 +21,14 @@ def input_specs(model):
 
 def check_token_ids(value, what, vocabulary_size=None):
     """Raises unless `value` (a NumPy array) holds integer token ids in
-    `[0, vocabulary_size)`. Float ids are refused rather than cast: a cast
-    hides data that is not token ids, and out-of-range ids make the
-    embedding lookup fail (or read garbage) inside TFLite."""
-    if not np.issubdtype(value.dtype, np.integer):
-        raise TypeError(
-            f"`{what}` must hold integer token ids. Received: "
-            f"{what}.dtype={value.dtype}"
-        )
-    if vocabulary_size is not None and value.size and (
-        value.min() < 0 or value.max() >= vocabulary_size
-    ):
-        raise ValueError(
-            f"`{what}` holds ids outside [0, {vocabulary_size}) (the "
-            f"model's vocabulary). Received: min={value.min()}, "
-            f"max={value.max()}"
-        )
+    `[0, vocabulary_size)` (`keras_attn_runtime.checks.token_id_array`).
+    Float ids are refused rather than cast: a cast hides data that is not
+    token ids, and out-of-range ids make the embedding lookup fail (or read
+    garbage) inside TFLite."""
+    if vocabulary_size is None:
+        checks.token_id_array(value, math.inf, what)  # the dtype only
+    else:
+        checks.token_id_array(value, vocabulary_size, what)
 
 
 def named_arrays(batch, specs, what, vocabulary_sizes=None):

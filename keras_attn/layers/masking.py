@@ -6,6 +6,7 @@ Masks are boolean, `True` meaning "real token" (padding masks, `(B, L)`) or
 
 from keras import ops
 
+from keras_attn.ops.attention import boolean_mask
 from keras_attn.ops.attention import static_size
 
 
@@ -46,6 +47,45 @@ def check_mask_shape(mask, name, expected):
     ):
         raise ValueError(
             f"`{name}` must have shape {expected} (None: any size). "
+            f"Received: {name}.shape={shape}"
+        )
+
+
+def checked_mask(mask, name, expected_shape=None):
+    """A mask argument as booleans, checked under the caller's name.
+
+    Its values follow `keras_attn.ops.attention.boolean_mask` (bool, or 0
+    and 1 only) and its static shape must match `expected_shape` (see
+    `check_mask_shape`) when given.
+
+    Returns:
+        `(mask, invalid)`: `(None, None)` for no mask; else the boolean
+        mask and the flag of a traced mask with other values, for
+        `keras_attn.ops.attention.poison`.
+    """
+    if mask is None:
+        return None, None
+    mask, invalid = boolean_mask(mask, name)
+    if expected_shape is not None:
+        check_mask_shape(mask, name, expected_shape)
+    return mask, invalid
+
+
+def check_attention_mask_shape(mask, name, query_length, key_length):
+    """Raises unless `mask` has rank 2 to 4 and its last two axes are
+    `(query_length, key_length)` (ints, or None for unknown; 1 broadcasts).
+    """
+    if mask is None:
+        return
+    shape = tuple(static_size(d) for d in mask.shape)
+    expected = (static_size(query_length), static_size(key_length))
+    if not 2 <= len(shape) <= 4 or any(
+        got is not None and want is not None and got not in (1, want)
+        for got, want in zip(shape[-2:], expected)
+    ):
+        raise ValueError(
+            f"`{name}` must have rank 2 to 4 and end in (query length, key "
+            f"length) = {expected} (None: any size, 1 broadcasts). "
             f"Received: {name}.shape={shape}"
         )
 

@@ -18,16 +18,19 @@ from keras_attn.layers.kv_cache import cache_length
 from keras_attn.layers.kv_cache import check_cache
 from keras_attn.layers.kv_cache import restore_form
 from keras_attn.layers.masking import check_mask_shape
+from keras_attn.layers.masking import checked_mask
 from keras_attn.layers.masking import expand_to_scores_rank
 from keras_attn.layers.masking import merge_masks
 from keras_attn.layers.quantization import serialized_dtype
 from keras_attn.layers.rotary_embedding import RotaryEmbedding
+from keras_attn.layers.validation import check_feature_size
 from keras_attn.layers.validation import int_tuple
 from keras_attn.layers.validation import optional_bool
 from keras_attn.layers.validation import positive_int
 from keras_attn.layers.validation import positive_number
 from keras_attn.layers.validation import rate
 from keras_attn.ops.attention import causal_mask
+from keras_attn.ops.attention import poison
 from keras_attn.ops.attention import scaled_dot_product_attention
 from keras_attn.ops.attention import select_implementation
 from keras_attn.ops.attention import sliding_window_mask
@@ -97,17 +100,21 @@ class MultiHeadAttention(keras.layers.Layer):
     `value`/`key` (which describe only the new tokens) are not used: pass
     `attention_mask` `(B, T, S)` to hide cached positions. Padded query rows
     attend to nothing; their attention output is zero. The output carries
-    the query's Keras mask.
+    the query's Keras mask. Masks are boolean, or numeric with only 0 and
+    1 (1 = attend, as in Keras); any other value, such as an additive
+    `{0, -1e9}` mask, is refused: a ValueError naming the mask or, inside a
+    compiled function where values cannot raise, NaN outputs.
 
     Differences from Keras, all deliberate: a query row with no key to
     attend to gives zeros where Keras gives a uniform average (or NaN on
     some fused kernels); float16 logits never overflow (Keras's do for
-    large inputs); `flash_attention=False` means "pass `False` to
-    `keras.ops.dot_product_attention`", not "never fuse"; `_compute_attention`
-    (Keras's override point, same signature) receives keys and values with
-    `num_key_value_heads` heads, not repeated, and is not called with a
-    `cache` (the heads-first cache is attended in place); and `get_config`
-    also holds `flash_attention`, `num_key_value_heads` and
+    large inputs); masks with values other than 0 and 1 are refused (Keras
+    reads any nonzero value as "attend"); `flash_attention=False` means
+    "pass `False` to `keras.ops.dot_product_attention`", not "never fuse";
+    `_compute_attention` (Keras's override point, same signature) receives
+    keys and values with `num_key_value_heads` heads, not repeated, and is
+    not called with a `cache` (the heads-first cache is attended in place);
+    and `get_config` also holds `flash_attention`, `num_key_value_heads` and
     `rotary_max_wavelength`.
 
     Args:
@@ -373,6 +380,11 @@ class MultiHeadAttention(keras.layers.Layer):
         value_shape = tuple(value_shape)
         key_shape = value_shape if key_shape is None else tuple(key_shape)
         self._check_input_shapes(query_shape, value_shape, key_shape)
+        # Checked by `call`: other sizes would fail deep in a projection.
+        self._built_feature_sizes = {
+            "query": query_shape[-1], "value": value_shape[-1],
+            "key": key_shape[-1],
+        }
         rank = len(query_shape)
         self._attention_axes = _resolve_axes(self.attention_axes, rank)
         if rank != 3 and self.rotary_max_wavelength is not None:
@@ -771,6 +783,10 @@ class MultiHeadAttention(keras.layers.Layer):
     ):
         if key is None:
             key = value
+        query_mask, value_mask, key_mask, attention_mask, invalid = (
+            self._check_call_inputs(query, value, key, query_mask,
+                                    value_mask, key_mask, attention_mask)
+        )
         gate = None
         if self._gate_dense is not None:
             gate = self._gate_dense(query)  # (B, T, N, V)
@@ -832,13 +848,33 @@ class MultiHeadAttention(keras.layers.Layer):
                 ]  # (B, N, T, S)
         if gate is not None:
             attended = ops.multiply(attended, gate)
-        output = self._output_dense(attended)  # (B, T, D)
+        output = poison(self._output_dense(attended), *invalid)  # (B, T, D)
         outputs = (output,)
         if return_attention_scores:
-            outputs += (scores,)
+            outputs += (poison(scores, *invalid),)
         if cache is not None:
             outputs += (cache,)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def _check_call_inputs(self, query, value, key, query_mask, value_mask,
+                           key_mask, attention_mask):
+        """Checks what `call` received, naming the argument at fault.
+
+        Returns the four masks as booleans (or None) and the list of their
+        `invalid` flags (see `keras_attn.layers.masking.checked_mask`).
+        """
+        sizes = getattr(self, "_built_feature_sizes", {})
+        for x, name in ((query, "query"), (value, "value"), (key, "key")):
+            check_feature_size(x, name, sizes.get(name))
+        checked = [
+            checked_mask(mask, name, tuple(x.shape[:-1]))
+            for mask, name, x in ((query_mask, "query_mask", query),
+                                  (value_mask, "value_mask", value),
+                                  (key_mask, "key_mask", key))
+        ]
+        checked.append(checked_mask(attention_mask, "attention_mask"))
+        masks = [mask for mask, _ in checked]
+        return (*masks, [flag for _, flag in checked])
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         query_shape = tuple(query_shape)

@@ -8,8 +8,11 @@ from keras import ops
 
 from keras_attn.layers.positions import broadcastable
 from keras_attn.layers.positions import check_positions
+from keras_attn.layers.validation import check_feature_size
 from keras_attn.layers.validation import positive_int
+from keras_attn.ops.attention import known_values
 from keras_attn.ops.attention import static_size
+from keras_attn_runtime import checks
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -87,6 +90,7 @@ class PositionEmbedding(keras.layers.Layer):
         return self.position_embeddings
 
     def call(self, inputs, start_index=0, positions=None):
+        check_feature_size(inputs, "inputs", self.position_embeddings.shape[-1])
         shape = ops.shape(inputs)
         table = ops.convert_to_tensor(self.position_embeddings)  # (P, D)
         if positions is not None:
@@ -98,6 +102,15 @@ class PositionEmbedding(keras.layers.Layer):
                     "`positions` must hold integer positions. Received: "
                     f"positions.dtype={positions.dtype}"
                 )
+            values = known_values(positions)
+            if values is not None and values.size and (
+                values.min() < 0 or values.max() >= self.sequence_length
+            ):
+                raise ValueError(
+                    "`positions` must lie in [0, sequence_length="
+                    f"{self.sequence_length}). Received: positions="
+                    f"{checks.short(values)}"
+                )
             vectors = ops.take(table, positions, axis=0)  # (L|B L, D)
             vectors = broadcastable(vectors, len(inputs.shape))
         else:
@@ -108,10 +121,29 @@ class PositionEmbedding(keras.layers.Layer):
                     f"{self.sequence_length}. Received: inputs.shape="
                     f"{inputs.shape}"
                 )
+            self._check_start_index(start_index, length)
             vectors = ops.slice(
                 table, (start_index, 0), (shape[-2], shape[-1])
             )  # (L, D)
         return ops.broadcast_to(ops.cast(vectors, self.compute_dtype), shape)
+
+    def _check_start_index(self, start_index, length):
+        """Positions `start_index .. start_index + length - 1` must exist
+        (where the start is known: an int, or an eager tensor)."""
+        start = known_values(start_index)
+        if start is None or length is None:
+            return
+        if start.ndim or start.dtype.kind not in "iu":
+            raise TypeError(
+                "Expected `start_index` to be an integer position. "
+                f"Received: start_index={checks.short(start)}"
+            )
+        if not 0 <= start.item() <= self.sequence_length - length:
+            raise ValueError(
+                f"`start_index` + the input length ({length}) must lie in "
+                f"[0, sequence_length={self.sequence_length}]. "
+                f"Received: start_index={start.item()}"
+            )
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -4,12 +4,14 @@ Shape legend: B batch, T query length, S key length, N heads, H head size,
 V value head size.
 """
 
+import math
+
 import keras
 
-from keras_attn.layers.validation import positive_number
 from keras_attn.layers.validation import rate
 from keras_attn.ops.attention import scaled_dot_product_attention
 from keras_attn.ops.attention import select_implementation
+from keras_attn_runtime.checks import number_in
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -28,7 +30,8 @@ class ScaledDotProductAttention(keras.layers.Layer):
     Args:
         dropout: float in [0, 1). Dropout on the weights during training.
             Defaults to `0.0`.
-        scale: float or `None`. Logit scale. Defaults to `1/sqrt(H)`.
+        scale: positive finite float or `None`. Logit scale. Defaults to
+            `1/sqrt(H)`.
         seed: int or `None`. Dropout seed.
 
     Call arguments:
@@ -58,7 +61,9 @@ class ScaledDotProductAttention(keras.layers.Layer):
     def __init__(self, dropout=0.0, scale=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         rate(dropout, "dropout")
-        positive_number(scale, "scale", allow_none=True)
+        if scale is not None:
+            number_in(scale, "scale", 0.0, math.inf, low_open=True,
+                      high_open=True)
         self.dropout = float(dropout)
         self.scale = scale
         self.seed = seed

@@ -72,6 +72,11 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, start_index=0, positions=None):
+        if len(inputs.shape) < 2:
+            raise ValueError(
+                "`inputs` must have rank 2 or more, (..., sequence length, "
+                f"features). Received: inputs.shape={tuple(inputs.shape)}"
+            )
         width = inputs.shape[-1]
         if width is None:
             raise ValueError(

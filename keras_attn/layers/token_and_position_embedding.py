@@ -11,7 +11,10 @@ from keras_attn.layers.quantization import serialized_dtype
 from keras_attn.layers.sinusoidal_position_encoding import (
     SinusoidalPositionEncoding,
 )
+from keras_attn.layers.validation import check_feature_size
 from keras_attn.layers.validation import positive_int
+from keras_attn.ops.attention import known_values
+from keras_attn_runtime import checks
 
 POSITIONS = ("learned", "sinusoidal")
 
@@ -52,7 +55,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             use). Defaults to `None`.
 
     Call arguments:
-        inputs: int tensor `(B, L)` of token ids.
+        inputs: int tensor `(B, L)` of token ids in `[0, vocabulary_size)`
+            (checked where the values are known: eager calls).
         start_index: int or int tensor. Position of the first token (for
             cached decoding). Defaults to `0`.
         positions: optional int tensor `(L,)` or `(B, L)` of explicit
@@ -146,6 +150,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     def call(self, inputs, start_index=0, positions=None, reverse=False):
         if reverse:
             # (B, L, D) hidden states -> (B, L, V) logits, for tied outputs.
+            check_feature_size(inputs, "inputs", self.embedding_dim)
             return self.token_embedding(inputs, reverse=True)
         if not keras.backend.is_int_dtype(
             keras.backend.standardize_dtype(inputs.dtype)
@@ -154,6 +159,11 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 "`inputs` must be integer token ids. Received: "
                 f"inputs.dtype={inputs.dtype}"
             )
+        ids = known_values(inputs)
+        if ids is not None:
+            # An id out of range would be wrapped (negative) or fail in the
+            # backend's gather; traced calls cannot check values.
+            checks.token_id_array(ids, self.vocabulary_size, "inputs")
         tokens = self.token_embedding(inputs)  # (B, L, D)
         return tokens + self.position_embedding(
             tokens, start_index=start_index, positions=positions

@@ -12,6 +12,7 @@ from keras_attn.layers.quantization import serialized_dtype
 from keras_attn.layers.validation import positive_int
 from keras_attn.layers.validation import positive_number
 from keras_attn.layers.validation import rate
+from keras_attn_runtime.checks import invalid
 
 
 def _clone(initializer):
@@ -53,7 +54,11 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.num_heads = positive_int(num_heads, "num_heads")
         self.dropout = rate(dropout, "dropout")
-        self.activation = keras.activations.get(activation)
+        try:
+            self.activation = keras.activations.get(activation)
+        except ValueError:
+            raise invalid("activation", "a Keras activation (a name such "
+                          "as 'relu', or a callable)", activation) from None
         self.layer_norm_epsilon = positive_number(
             layer_norm_epsilon, "layer_norm_epsilon"
         )

@@ -11,10 +11,14 @@ from keras import ops
 
 from keras_attn.layers.kv_cache import KVCache
 from keras_attn.layers.kv_cache import cache_length
+from keras_attn.layers.masking import check_attention_mask_shape
+from keras_attn.layers.masking import checked_mask
 from keras_attn.layers.masking import get_keras_mask
 from keras_attn.layers.masking import merge_masks
 from keras_attn.layers.transformer_block import TransformerBlock
 from keras_attn.layers.transformer_block import split_attention_outputs
+from keras_attn.layers.validation import check_feature_size
+from keras_attn.ops.attention import poison
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -194,6 +198,45 @@ class TransformerDecoder(TransformerBlock):
                 f"{cross_cache is None}"
             )
 
+    def _check_inputs(self, decoder_sequence, encoder_sequence,
+                      decoder_padding_mask, decoder_attention_mask,
+                      encoder_padding_mask, encoder_attention_mask,
+                      whole_self_attention, whole_cross_attention):
+        """Checks the sequences' widths and the masks, naming the argument
+        at fault; returns the four masks as booleans and their `invalid`
+        flags (see `keras_attn.layers.masking.checked_mask`). Key lengths
+        are known only without a cache (`whole_*`)."""
+        width = self._feedforward_output_dense.units
+        check_feature_size(decoder_sequence, "decoder_sequence", width)
+        length = decoder_sequence.shape[1]
+        checked = [
+            checked_mask(decoder_padding_mask, "decoder_padding_mask",
+                         tuple(decoder_sequence.shape[:-1])),
+            checked_mask(decoder_attention_mask, "decoder_attention_mask"),
+        ]
+        check_attention_mask_shape(
+            checked[1][0], "decoder_attention_mask", length,
+            length if whole_self_attention else None,
+        )
+        if encoder_sequence is not None:
+            sizes = self._cross_attention_layer._built_feature_sizes
+            check_feature_size(encoder_sequence, "encoder_sequence",
+                               sizes["value"])
+        checked += [
+            checked_mask(encoder_padding_mask, "encoder_padding_mask",
+                         None if encoder_sequence is None
+                         else tuple(encoder_sequence.shape[:-1])),
+            checked_mask(encoder_attention_mask, "encoder_attention_mask"),
+        ]
+        check_attention_mask_shape(
+            checked[3][0], "encoder_attention_mask", length,
+            encoder_sequence.shape[1]
+            if whole_cross_attention and encoder_sequence is not None
+            else None,
+        )
+        return (*(mask for mask, _ in checked),
+                [flag for _, flag in checked])
+
     def call(
         self,
         decoder_sequence,
@@ -212,6 +255,13 @@ class TransformerDecoder(TransformerBlock):
     ):
         self._check_call(
             encoder_sequence, self_attention_cache, cross_attention_cache
+        )
+        (decoder_padding_mask, decoder_attention_mask, encoder_padding_mask,
+         encoder_attention_mask, invalid) = self._check_inputs(
+            decoder_sequence, encoder_sequence, decoder_padding_mask,
+            decoder_attention_mask, encoder_padding_mask,
+            encoder_attention_mask,
+            self_attention_cache is None, cross_attention_cache is None,
         )
         decoder_padding = merge_masks(
             get_keras_mask(decoder_sequence), decoder_padding_mask
@@ -276,7 +326,7 @@ class TransformerDecoder(TransformerBlock):
             )
             scores["cross_attention"] = cross_scores
 
-        x = self._feedforward(x, training)
+        x = poison(self._feedforward(x, training), *invalid)
         return self._outputs(
             x,
             scores if return_attention_scores else None,

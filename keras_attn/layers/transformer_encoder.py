@@ -5,10 +5,14 @@ Shape legend: B batch, L sequence length, D model width, N heads.
 
 import keras
 
+from keras_attn.layers.masking import check_attention_mask_shape
+from keras_attn.layers.masking import checked_mask
 from keras_attn.layers.masking import get_keras_mask
 from keras_attn.layers.masking import merge_masks
 from keras_attn.layers.transformer_block import TransformerBlock
 from keras_attn.layers.transformer_block import split_attention_outputs
+from keras_attn.layers.validation import check_feature_size
+from keras_attn.ops.attention import poison
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
@@ -109,6 +113,15 @@ class TransformerEncoder(TransformerBlock):
         training=None,
         return_attention_scores=False,
     ):
+        check_feature_size(inputs, "inputs",
+                           self._feedforward_output_dense.units)
+        padding_mask, bad_padding = checked_mask(
+            padding_mask, "padding_mask", tuple(inputs.shape[:-1])
+        )
+        attention_mask, bad_attention = checked_mask(attention_mask,
+                                                     "attention_mask")
+        check_attention_mask_shape(attention_mask, "attention_mask",
+                                   inputs.shape[1], inputs.shape[1])
         padding = merge_masks(get_keras_mask(inputs), padding_mask)  # (B, L)
         x = inputs
         # Self-attention: x = x + attention(norm(x)) (pre-LN), or
@@ -131,7 +144,7 @@ class TransformerEncoder(TransformerBlock):
             x, h, self._self_attention_dropout,
             self._self_attention_layer_norm, training,
         )
-        x = self._feedforward(x, training)
+        x = poison(self._feedforward(x, training), bad_padding, bad_attention)
         return (x, scores) if return_attention_scores else x
 
     def compute_output_spec(

@@ -32,11 +32,15 @@ ROTARY_MAX_WAVELENGTH = 10000
 def check_args(
     vocabulary_size, sequence_length, num_layers, hidden_dim, num_heads,
     intermediate_dim, dropout, num_key_value_heads, position,
+    names=("vocabulary_size", "sequence_length"),
 ):
     """Validates the arguments every builder shares; returns the
-    feed-forward width (`intermediate_dim`, default `4 * hidden_dim`)."""
-    positive_int(vocabulary_size, "vocabulary_size")
-    positive_int(sequence_length, "sequence_length")
+    feed-forward width (`intermediate_dim`, default `4 * hidden_dim`).
+
+    `names` are the builder's own names of the first two arguments (the
+    seq2seq builder has a source and a target side)."""
+    positive_int(vocabulary_size, names[0])
+    positive_int(sequence_length, names[1])
     positive_int(num_layers, "num_layers")
     positive_int(hidden_dim, "hidden_dim")
     positive_int(num_heads, "num_heads")

@@ -409,6 +409,12 @@ _GENERATORS = weakref.WeakKeyDictionary()
 
 
 def _generator(model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a keras.Model built by "
+            "keras_attn.models.decoder_lm or seq2seq. Received: "
+            f"model={type(model).__name__}"
+        )
     if model not in _GENERATORS:
         _GENERATORS[model] = _Generator(model)
     return _GENERATORS[model]
@@ -437,16 +443,7 @@ def _check_prompt(prompt_ids, vocabulary_size, name="prompt_ids"):
             f"`{name}` must be a non-empty batch of token id sequences, "
             f"shape (batch, length). Received: {name}.shape={prompt.shape}"
         )
-    if not np.issubdtype(prompt.dtype, np.integer):
-        raise TypeError(
-            f"`{name}` must hold integer token ids. Received: "
-            f"{name}.dtype={prompt.dtype}"
-        )
-    if prompt.min() < 0 or prompt.max() >= vocabulary_size:
-        raise ValueError(
-            f"`{name}` holds ids outside [0, {vocabulary_size}). Received: "
-            f"min={prompt.min()}, max={prompt.max()}"
-        )
+    checks.token_id_array(prompt, vocabulary_size, name)
     real = prompt != 0
     lengths = real.sum(axis=1)
     if (lengths == 0).any():
@@ -460,6 +457,21 @@ def _check_prompt(prompt_ids, vocabulary_size, name="prompt_ids"):
             f"{name}={prompt.tolist()}"
         )
     return prompt.astype("int32"), lengths
+
+
+def _check_source_length(encoder_ids, embedding):
+    """A source longer than the encoder's learned positions would fail
+    inside the compiled loop: refuse it here."""
+    if getattr(embedding, "position", None) != "learned":
+        return  # sinusoidal and rotary positions have no length limit
+    length = encoder_ids.shape[1]
+    if length > embedding.sequence_length:
+        raise ValueError(
+            f"`encoder_token_ids` has {length} tokens per row, more than the "
+            f"encoder's learned positions (source_length="
+            f"{embedding.sequence_length}). Received: "
+            f"encoder_token_ids.shape={encoder_ids.shape}"
+        )
 
 
 def generate(
@@ -494,7 +506,8 @@ def generate(
             `keras_hub.samplers.Sampler`. Defaults to `"greedy"`.
         encoder_token_ids: int array `(B, E)`, the source (seq2seq only).
         stop_token_id: int or `None`. A row is finished once it emits this
-            token; the loop ends when every row is.
+            token; the loop ends when every row is. A token id in
+            `[1, vocabulary_size)` (0 is padding, never generated).
         temperature, top_k, top_p, seed: sampler settings (see
             `make_sampler`); temperature 0 is greedy.
         repetition_penalty: float > 0. Tokens already in the row (prompt
@@ -559,6 +572,7 @@ def generate(
                 "`encoder_token_ids` and `prompt_ids` must have the same "
                 f"batch size. Received: {len(encoder_ids)} and {batch}"
             )
+        _check_source_length(encoder_ids, decoder.encoder_embedding)
     elif encoder_token_ids is not None:
         raise ValueError(
             "`encoder_token_ids` is only for seq2seq models; this model is "
@@ -567,12 +581,23 @@ def generate(
     if not isinstance(sampler, keras_hub.samplers.Sampler):
         make_sampler(sampler, temperature, top_k, top_p, seed)  # validates
         sampler = (sampler, temperature, top_k, top_p, seed)
+    stop = None
+    if stop_token_id is not None:
+        checks.token_id(stop_token_id, decoder.vocabulary_size,
+                        "stop_token_id")
+        if stop_token_id == 0:
+            raise ValueError(
+                "Received an invalid value for argument `stop_token_id`, "
+                "expected a token id other than 0: id 0 is padding and is "
+                "never generated, so the rows would never stop. "
+                "Received: stop_token_id=0"
+            )
+        stop = (int(stop_token_id),)
     processing = (
         samplers.check_repetition_penalty(repetition_penalty),
         checks.non_negative_int(no_repeat_ngram_size,
                                 "no_repeat_ngram_size"),
     )
-    stop = None if stop_token_id is None else (int(stop_token_id),)
     loop = state.compiled_loop(sampler, stop, processing)
 
     buffer = np.zeros((batch, total), "int32")

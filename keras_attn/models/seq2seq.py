@@ -63,13 +63,15 @@ def seq2seq(
     assert logits.shape == (1, 5, 40)
     ```
     """
-    intermediate_dim = common.check_args(
-        target_vocabulary_size, target_length, num_layers, hidden_dim,
-        num_heads, intermediate_dim, dropout, num_key_value_heads, position,
-    )
     common.check_args(
         source_vocabulary_size, source_length, num_layers, hidden_dim,
         num_heads, intermediate_dim, dropout, num_key_value_heads, position,
+        names=("source_vocabulary_size", "source_length"),
+    )
+    intermediate_dim = common.check_args(
+        target_vocabulary_size, target_length, num_layers, hidden_dim,
+        num_heads, intermediate_dim, dropout, num_key_value_heads, position,
+        names=("target_vocabulary_size", "target_length"),
     )
     block = common.block_kwargs(
         num_heads, intermediate_dim, dropout, normalize_first,

@@ -6,8 +6,10 @@ Shape legend, used in every shape comment of the package:
     attention), H query/key head size, V value head size, D model width.
 
 Masks are boolean, `True` meaning "may attend", and broadcast to
-`(B, N, T, S)`. Everything here uses `keras.ops` so it runs on every Keras
-backend.
+`(B, N, T, S)`; numeric masks holding only 0 and 1 (Keras's convention,
+1 = may attend) are accepted too, and any other value is an error (see
+`boolean_mask`). Everything here uses `keras.ops` so it runs on every
+Keras backend.
 """
 
 import math
@@ -16,6 +18,8 @@ import warnings
 import keras
 import numpy as np
 from keras import ops
+
+from keras_attn_runtime import checks
 
 # A finite fill for masked logits: softmax gives them weight exp(-1e9) == 0,
 # and unlike -inf it keeps gradients finite when a whole row is masked.
@@ -107,6 +111,95 @@ def _static_dim(x, axis):
     return static_size(x.shape[axis])
 
 
+def known_values(x):
+    """The values of `x` as a NumPy array if they are known now, else None.
+
+    Known: Python and NumPy values, and eager tensors of any backend.
+    Unknown: symbolic tensors (`keras.Input`) and tensors being traced
+    (`tf.function`, `jit_compile`, `jax.jit`), whose values exist only when
+    the compiled function runs. Value checks (token ids in range, mask
+    values) run on known values; a traced call can only check shapes and
+    dtypes.
+    """
+    if isinstance(x, keras.KerasTensor):
+        return None
+    if isinstance(x, (np.ndarray, np.generic, int, float, bool, list,
+                      tuple)):
+        return np.asarray(x)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.is_tensor(x) and tf.is_symbolic_tensor(x):
+            return None
+    elif backend == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return None
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def boolean_mask(mask, name):
+    """A mask as a boolean tensor, `True` = may attend (or real token).
+
+    Masks are boolean, or numeric holding only 0 and 1 (Keras's
+    convention: 1 = may attend, 0 = masked); those are read as
+    `mask != 0`. Any other value is refused rather than read one way or
+    the other: `{0, -1e9}` or `{0, -inf}` is an additive mask, where 0
+    means "attend", the opposite of a 0/1 mask. Where the values are
+    known (see `known_values`) such a mask raises a ValueError naming
+    `name` and the value. In a traced function values cannot raise, so
+    the second return value flags the mask as invalid, and the caller
+    turns its output into NaN with `poison` (a loss that turns NaN at
+    once, rather than a model trained on an inverted mask).
+
+    Args:
+        mask: tensor, array or nested list; bool, integer or float.
+        name: str. The argument's name, for the error.
+
+    Returns:
+        `(mask, invalid)`: the boolean mask, and `None` or a scalar bool
+        tensor that is True when a traced numeric mask holds a value other
+        than 0 and 1.
+
+    Raises:
+        ValueError: for known values other than 0 and 1.
+    """
+    mask = ops.convert_to_tensor(mask)
+    if mask.dtype == "bool":
+        return mask, None
+    values = known_values(mask)
+    if values is not None:
+        bad = values[(values != 0) & (values != 1)]
+        if bad.size:
+            raise ValueError(
+                f"Received an invalid value for argument `{name}`, expected "
+                "a boolean mask or one holding only 0 and 1 (1 = may "
+                "attend). An additive mask (0 = attend, -inf or -1e9 = "
+                f"masked) reads the other way round: pass `{name} == 0`. "
+                f"Received: {name}={checks.short(values)}, holding "
+                f"{bad.flat[0].item()!r}"
+            )
+        return ops.not_equal(mask, 0), None
+    invalid = ops.any(
+        ops.logical_and(ops.not_equal(mask, 0), ops.not_equal(mask, 1))
+    )
+    return ops.not_equal(mask, 0), invalid
+
+
+def poison(x, *invalid):
+    """`x`, or NaN everywhere if any of the `invalid` flags (scalar bool
+    tensors or `None`, from `boolean_mask`) is True."""
+    flags = [flag for flag in invalid if flag is not None]
+    if not flags:
+        return x
+    bad = flags[0]
+    for flag in flags[1:]:
+        bad = ops.logical_or(bad, flag)
+    return ops.where(bad, ops.cast(float("nan"), x.dtype), x)
+
+
 def _validate_inputs(query, key, value, kv_layout):
     if kv_layout not in KV_LAYOUTS:
         raise ValueError(
@@ -125,6 +218,12 @@ def _validate_inputs(query, key, value, kv_layout):
                 f"`{name}` must have rank 4, shaped {axes}. "
                 f"Received: {name}.shape={tuple(x.shape)}"
             )
+    q_batch, k_batch = _static_dim(query, 0), _static_dim(key, 0)
+    if q_batch is not None and k_batch is not None and q_batch != k_batch:
+        raise ValueError(
+            "`query` and `key` must have the same batch size. Received: "
+            f"query.shape={tuple(query.shape)}, key.shape={tuple(key.shape)}"
+        )
     q_dim, k_dim = _static_dim(query, -1), _static_dim(key, -1)
     if q_dim is not None and k_dim is not None and q_dim != k_dim:
         raise ValueError(
@@ -149,15 +248,38 @@ def _validate_inputs(query, key, value, kv_layout):
         )
 
 
+def _check_bias(bias, target):
+    """Raises unless `bias`'s static shape broadcasts to `target` (B, N,
+    T, S); returns it as a tensor."""
+    bias = ops.convert_to_tensor(bias)
+    shape = tuple(static_size(d) for d in bias.shape)
+    target = tuple(static_size(d) for d in target)
+    if len(shape) > 4 or any(
+        got is not None and want is not None and got not in (1, want)
+        for got, want in zip(shape[::-1], target[::-1])
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `bias`, expected a "
+            "tensor broadcastable to (batch, heads, query length, key "
+            f"length) = {target} (None: any size). "
+            f"Received: bias.shape={shape}"
+        )
+    return bias
+
+
 def _kv_axes(kv_layout):
     """`(length axis, heads axis)` of keys and values in `kv_layout`."""
     return (1, 2) if kv_layout == "BSKH" else (2, 1)
 
 
 def _as_rank4_mask(mask, name, query_length, key_length):
-    """Casts a mask to bool and gives it rank 4, broadcastable to (B,N,T,S)."""
-    mask = ops.convert_to_tensor(mask)
-    rank = len(mask.shape)
+    """Checks a mask, casts it to bool and gives it rank 4, broadcastable
+    to (B, N, T, S).
+
+    Returns `(mask, invalid)` as `boolean_mask` does."""
+    mask, invalid = boolean_mask(mask, name)
+    received = tuple(mask.shape)
+    rank = len(received)
     if rank == 2:  # (T, S)
         mask = mask[None, None, :, :]
     elif rank == 3:  # (B, T, S)
@@ -165,7 +287,7 @@ def _as_rank4_mask(mask, name, query_length, key_length):
     elif rank != 4:
         raise ValueError(
             f"`{name}` must have rank 2 (T, S), 3 (B, T, S) or 4 (B, N, T, S)."
-            f" Received: {name}.shape={tuple(mask.shape)}"
+            f" Received: {name}.shape={received}"
         )
     for got, want, what in (
         (static_size(mask.shape[-2]), static_size(query_length),
@@ -176,12 +298,10 @@ def _as_rank4_mask(mask, name, query_length, key_length):
             raise ValueError(
                 f"The last two axes of `{name}` must be (query length, key "
                 f"length) = ({query_length}, {key_length}), or 1 to broadcast;"
-                f" the {what} does not match. "
-                f"Received: {name}.shape={tuple(mask.shape)}"
+                f" the {what} does not match. Received: {name}.shape="
+                f"{received}"
             )
-    if mask.dtype != "bool":
-        mask = ops.not_equal(mask, 0)
-    return mask
+    return mask, invalid
 
 
 def select_implementation(
@@ -314,11 +434,14 @@ def scaled_dot_product_attention(
         query: tensor of shape `(B, T, N, H)`.
         key: tensor of shape `(B, S, K, H)` (`(B, K, S, H)` heads first).
         value: tensor of shape `(B, S, K, V)` (`(B, K, S, V)` heads first).
-        mask: optional boolean tensor broadcastable to `(B, N, T, S)`.
+        mask: optional boolean tensor broadcastable to `(B, N, T, S)`, or a
+            numeric one holding only 0 and 1 (1 = may attend). Other values
+            raise (see `boolean_mask`); an additive mask (0 / -inf) goes in
+            `bias`.
         bias: optional additive float tensor broadcastable to `(B, N, T, S)`.
         is_causal: bool. Whether to apply a causal mask. Defaults to `False`.
-        scale: float or `None`. Multiplies the logits. Defaults to
-            `1 / sqrt(H)`.
+        scale: positive finite float or `None`. Multiplies the logits.
+            Defaults to `1 / sqrt(H)`.
         dropout_rate: float in `[0, 1)`. Dropout on the attention weights,
             applied when `training` is truthy. Defaults to `0.0`.
         training: bool or `None`. Defaults to `None` (inference).
@@ -364,13 +487,14 @@ def scaled_dot_product_attention(
     key = ops.convert_to_tensor(key)
     value = ops.convert_to_tensor(value)
     _validate_inputs(query, key, value, kv_layout)
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(
-            "Received an invalid value for argument `dropout_rate`, expected "
-            f"a float in [0, 1). Received: dropout_rate={dropout_rate}"
-        )
+    checks.rate(dropout_rate, "dropout_rate")
     head_dim = _static_dim(query, -1)
-    if scale is None:
+    if scale is not None:
+        # 0 gives uniform weights and a negative scale inverts attention:
+        # never what is meant.
+        checks.number_in(scale, "scale", 0.0, math.inf, low_open=True,
+                         high_open=True)
+    else:
         if head_dim is None:
             raise ValueError(
                 "`scale` must be given when the head size of `query` is not "
@@ -382,9 +506,14 @@ def scaled_dot_product_attention(
     length_axis, heads_axis = _kv_axes(kv_layout)
     key_length = ops.shape(key)[length_axis]
     num_kv_heads = ops.shape(key)[heads_axis]
+    if bias is not None:
+        bias = _check_bias(bias, (query.shape[0], query.shape[2],
+                                  query.shape[1], key.shape[length_axis]))
 
+    invalid_mask = None
     if mask is not None:
-        mask = _as_rank4_mask(mask, "mask", query_length, key_length)
+        mask, invalid_mask = _as_rank4_mask(mask, "mask", query_length,
+                                            key_length)
     if is_causal:
         causal = causal_mask(query_length, key_length, query_offset)
         causal = causal[None, None]  # (1, 1, T, S)
@@ -448,7 +577,7 @@ def scaled_dot_product_attention(
             # A multiply, not a select (same values: the output is finite):
             # it stays inside the XNNPACK partition on TFLite.
             output = output * ops.cast(has_key, output.dtype)
-        return output
+        return poison(output, invalid_mask)
 
     # Explicit path. Heads are grouped as N = K * G so grouped-query attention
     # needs no copies of the keys and values. `kv` names the key/value axes
@@ -495,6 +624,7 @@ def scaled_dot_product_attention(
     output = ops.reshape(
         output, (batch, query_length, num_heads, -1)
     )  # (B, T, N, V)
+    output = poison(output, invalid_mask)
     if return_weights:
-        return output, weights
+        return output, poison(weights, invalid_mask)
     return output

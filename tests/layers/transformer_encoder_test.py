@@ -161,7 +161,7 @@ def test_bad_call_arguments():
     with pytest.raises(ValueError, match="divisible by num_heads=3"):
         TransformerEncoder(8, 3)(_x(1, 4, 8))
     encoder = TransformerEncoder(8, 2)
-    with pytest.raises(ValueError, match="query_mask"):
+    with pytest.raises(ValueError, match="padding_mask"):
         encoder(_x(2, 6, 8), padding_mask=np.ones((2, 5), bool))
     with pytest.raises(ValueError, match="attention_mask"):
         encoder(_x(2, 6, 8), attention_mask=np.ones((2, 6, 5), bool))
