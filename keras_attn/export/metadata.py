@@ -153,7 +153,9 @@ def check_fits(model, description):
     signatures = model.signatures
     sizes = []  # (argument, received size, model size, what it is)
     if description["kind"] == "generator":
-        logits = signatures["prefill"]["outputs"]["logits"]["shape"][-1]
+        # Every generator's `decode` returns logits (LiteRT-LM's prefill
+        # signatures do not).
+        logits = signatures["decode"]["outputs"]["logits"]["shape"][-1]
         sizes.append(("vocabulary", logits, "the size of its logits"))
         if "encode" in signatures:
             sizes.append(("source_vocabulary", model.embedding_rows(
