@@ -489,8 +489,10 @@ def _engine_parity(model, path, prompts, start_id, stop_ids, new_tokens,
             ids = [start_id] + engine.tokenize(text)
             if len(ids) + new_tokens > max_length:
                 continue  # the text tokenizes longer than its ids
-            expected = generate(model, [ids], new_tokens, sampler="greedy",
-                                stop_token_id=stop_ids[0])[0].tolist()
+            # Up to the context's end: one compiled loop for all prompts.
+            expected = generate(model, [ids], max_length - len(ids),
+                                sampler="greedy", stop_token_id=stop_ids[0])
+            expected = expected[0].tolist()[:new_tokens]
             ends = [i for i, token in enumerate(expected)
                     if token in stop_ids]
             expected = expected[:ends[0]] if ends else expected
