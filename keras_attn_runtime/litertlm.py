@@ -4,11 +4,11 @@ only when a bundle runs).
 
 `read_bundle` reads a bundle's header with the standard library: its
 sections and system metadata, where keras_attn keeps its description
-(entry `"keras_attn"`, JSON, as in a .tflite). `LiteRTLMGenerator` runs
-the bundle through `litert_lm.Engine` (CPU backend): the engine
-tokenizes, prepends the start token, prefills, samples and detokenizes;
-this class picks the sampler settings, streams the text and reads the
-engine's timings.
+(entry `"keras_attn"`, JSON as in a .tflite, less the vocabulary).
+`LiteRTLMGenerator` runs the bundle through `litert_lm.Engine` (CPU
+backend): the engine tokenizes, prepends the start token, prefills,
+samples and detokenizes; this class picks the sampler settings, streams
+the text and reads the engine's timings.
 
 LiteRT-LM's Python Session API samples with top_k, top_p, temperature
 and seed only (one top-k/top-p sampler; greedy is top_k=1): a repetition
@@ -120,7 +120,9 @@ def _strings(entries):
 
 
 def read_description(path):
-    """The keras_attn description a bundle carries (checked), or `None`."""
+    """The keras_attn description a bundle's header carries (checked;
+    without the vocabulary, which the bundle's model and tokenizer hold),
+    or `None`."""
     text = read_bundle(path)["system_metadata"].get(
         description_lib.METADATA_NAME)
     if text is None:
@@ -210,8 +212,8 @@ class LiteRTLMGenerator:
         num_threads = checks.positive_int(num_threads, "num_threads")
         self.description = read_description(self.model_path) or {}
         self.max_length = self.description.get("max_length")
-        vocabulary = self.description.get("vocabulary")
-        self.vocabulary_size = len(vocabulary) if vocabulary else None
+        self.vocabulary_size = self.description.get("litert_lm", {}).get(
+            "vocabulary_size")
         defaults = dict(samplers.GENERATION_DEFAULTS["decoder_lm"])
         defaults.update(self.description.get("generation", {}))
         for key in ("start_token", "stop_token"):

@@ -30,10 +30,12 @@ EMBEDDING_LOOKUP (`keras_attn.export.embedding_lookup`), so that int4 and
 int8 quantize the tied table once.
 
 The bundle: `LlmMetadata` (start token, stop tokens, `max_num_tokens` =
-M, a generic model type), the model, the HF `tokenizer.json` of
+M, a generic model type), the model (its tensors unnamed: only the
+signatures' names are read), the HF `tokenizer.json` of
 `keras_attn.export.hf_tokenizer` (our tokenizer's ids), and our
-description (`keras_attn.export.description`) as the system metadata
-entry `"keras_attn"` and inside the model. It is written atomically.
+description (`keras_attn.export.description`, without the vocabulary:
+the tokenizer holds it) inside the model and as the system metadata entry
+`"keras_attn"` of the bundle's header. It is written atomically.
 
 seq2seq models are not a LiteRT-LM model type (the engine runs one
 token stream, no encoder): `export_generator_tflite` and
@@ -71,6 +73,9 @@ DEFAULT_PREFILL_LENGTHS = (1, 8, 32, 128)
 # The report's greedy check through the engine: at most this many prompts
 # (and, as for generator files, 16 new tokens each).
 MAX_SAMPLE_PROMPTS = 8
+# Bytes of our description in a bundle's header (the engine reads 16 KB of
+# header: sections' entries and the builder's own entries share it).
+MAX_HEADER_DESCRIPTION = 8192
 _WHY_NOT = (" (float16 and static int8 are not offered for LiteRT-LM "
             "bundles: \"dynamic_int8\" gives int8 weights, \"int4\" "
             "block-wise int4 weights)")
@@ -168,6 +173,24 @@ def convert_litertlm_model(model, max_length, prefill_lengths,
     return model_bytes
 
 
+def _without_tensor_names(model_bytes):
+    """The .tflite with its tensors unnamed. The converter names a tensor
+    after every Keras op fused into it ("decoder_layer_0_1/feedforward_
+    intermediate_dense_1/Gelu/mul_2;..."): 40 KB in a two-layer model, 7%
+    of its int4 bundle. Neither LiteRT nor LiteRT-LM reads them: inputs and
+    outputs are found through the signatures, which keep their names."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            tensor.name = None
+    builder = flatbuffers.Builder(len(model_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def check_prefill_lengths(prefill_lengths, max_length):
     """The sorted distinct lengths; each in [1, max_length], 1 among them."""
     if isinstance(prefill_lengths, (str, bytes)) or not hasattr(
@@ -239,12 +262,25 @@ def write_bundle(path, model_bytes, tokenizer_json, llm_metadata_proto,
                  description=None):
     """Writes a `.litertlm` atomically: `LlmMetadata`, the prefill/decode
     model (float32 activations preferred), the HF tokenizer, and
-    `description` as the system metadata entry `"keras_attn"`.
+    `description` as the system metadata entry `"keras_attn"` (JSON; at
+    most `MAX_HEADER_DESCRIPTION` bytes: LiteRT-LM 0.18 reads 16 KB of
+    header, and fails with "Failed to read header data" beyond).
 
     Returns:
         The absolute path, as a str.
     """
     import litert_lm_builder as builder_lib
+
+    if description is not None:
+        text = json.dumps(description, ensure_ascii=False,
+                          separators=(",", ":"))
+        if len(text.encode("utf-8")) > MAX_HEADER_DESCRIPTION:
+            raise ValueError(
+                "The description is too long for a LiteRT-LM header "
+                f"({len(text)} characters; at most "
+                f"{MAX_HEADER_DESCRIPTION} bytes fit beside the engine's "
+                "own entries); a vocabulary belongs in the tokenizer."
+            )
 
     with tempfile.TemporaryDirectory(prefix="keras_attn_litertlm_") as tmp:
         parts = {"llm_metadata.pb": llm_metadata_proto.SerializeToString(),
@@ -257,8 +293,7 @@ def write_bundle(path, model_bytes, tokenizer_json, llm_metadata_proto,
         if description is not None:
             builder.add_system_metadata(builder_lib.Metadata(
                 key="keras_attn", dtype=builder_lib.DType.STRING,
-                value=json.dumps(description, ensure_ascii=False,
-                                 separators=(",", ":"))))
+                value=text))
         builder.add_llm_metadata(os.path.join(tmp, "llm_metadata.pb"),
                                  supports_thinking=False,
                                  supports_function_calling=False)
@@ -402,8 +437,12 @@ def export_litertlm(model, path, vocabulary, max_length=None,
         "generator", "decoder_lm", quantization, vocabulary=vocabulary,
         lowercase=lowercase, generation_config=generation_config,
         max_length=max_length, kv_cache="tensors")
+    # The tokenizer holds the vocabulary; a copy in the description would
+    # not fit the engine's 16 KB header, and weighs 6% of an int4 bundle.
+    del description["vocabulary"]
     description["litert_lm"] = {
         "prefill_lengths": prefill_lengths,
+        "vocabulary_size": len(vocabulary),
         "stop_tokens": [vocabulary[i] for i in stop_ids],
     }
     if quantization == "int4":
@@ -415,7 +454,8 @@ def export_litertlm(model, path, vocabulary, max_length=None,
     model_bytes = convert_litertlm_model(
         model, max_length, prefill_lengths, quantization, int4_block_size,
         int4_components)
-    model_bytes = metadata.embed(model_bytes, description)
+    model_bytes = _without_tensor_names(metadata.embed(model_bytes,
+                                                       description))
     path = write_bundle(path, model_bytes, tokenizer_json,
                         llm_metadata(start_id, stop_ids, max_length),
                         description)
@@ -425,8 +465,9 @@ def export_litertlm(model, path, vocabulary, max_length=None,
     measured = {"prompts": 0, "identical": 0, "decode_ms": None,
                 "prefill_ms": None, "checked": "not measured"}
     if prompts:
-        measured = _engine_parity(model, path, prompts, start_id, stop_ids,
-                                  new_tokens, max_length, num_threads)
+        measured = _engine_parity(model, path, vocabulary, prompts, start_id,
+                                  stop_ids, new_tokens, max_length,
+                                  num_threads)
     return report_lib.LiteRTLMReport(
         path=path, quantization=quantization,
         size_bytes=os.path.getsize(path), model_bytes=len(model_bytes),
@@ -463,8 +504,8 @@ def _parity_prompts(decoder, max_length, sample_prompts):
     return prompts[:MAX_SAMPLE_PROMPTS], new_tokens, prompts_from
 
 
-def _engine_parity(model, path, prompts, start_id, stop_ids, new_tokens,
-                   max_length, num_threads):
+def _engine_parity(model, path, vocabulary, prompts, start_id, stop_ids,
+                   new_tokens, max_length, num_threads):
     """The engine's greedy text vs Keras's greedy tokens, detokenized by
     the engine, for prompts given as text (the engine's own input)."""
     from keras_attn_runtime import litertlm as runtime_litertlm
@@ -479,8 +520,7 @@ def _engine_parity(model, path, prompts, start_id, stop_ids, new_tokens,
     from keras_attn.models import generate
     from keras_attn_runtime.tokenizer import WordPieceTokenizer
 
-    tokenizer = WordPieceTokenizer(
-        runtime_litertlm.read_description(path)["vocabulary"])
+    tokenizer = WordPieceTokenizer(vocabulary)
     checked, identical, decode, prefill = 0, 0, [], []
     with runtime_litertlm.LiteRTLMGenerator(
             path, num_threads=num_threads) as engine:

@@ -338,7 +338,14 @@ class LiteRTLMReport(_FileReport):
             if value is not None:
                 rows.append((name, f"{value:.3f} {unit} (median, engine)"))
         rows.append((f"ops ({len(self.ops)})", _wrap(self.ops, width=60)))
-        rows += _description_rows(self.description, "generator")
+        extras = (self.description or {}).get("litert_lm", {})
+        if "vocabulary_size" in extras:
+            rows.append(("tokenizer", f"HF WordPiece tokenizer.json, "
+                         f"{extras['vocabulary_size']} tokens, in the "
+                         "bundle"))
+        rows += [row for row in _description_rows(self.description,
+                                                  "generator")
+                 if row[0] != "vocabulary"]
         rows.append(("next", self.next_command))
         return _table(rows)
 

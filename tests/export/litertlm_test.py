@@ -208,13 +208,22 @@ def test_bundle_holds_metadata_model_and_tokenizer(rotary_gqa):
                 or op in ("CUSTOM", "WHILE")]
     assert report.ops == sorted(ops)
 
-    # Our description, in the bundle's system metadata and in the model.
-    description = runtime_litertlm.read_description(report.path)
-    assert description == read_metadata(sections["TFLiteModel"])
-    assert description["vocabulary"] == VOCABULARY
+    # Our description in the model and in the bundle's header, without
+    # the vocabulary (the tokenizer holds it; the engine reads 16 KB of
+    # header). The model's tensors are unnamed, its signatures named.
+    description = read_metadata(sections["TFLiteModel"])
+    assert description == runtime_litertlm.read_description(report.path)
+    assert description == report.description
+    assert "vocabulary" not in description
+    assert description["special_tokens"] == {
+        "pad": "[PAD]", "unk": "[UNK]", "bos": "[BOS]", "eos": "[EOS]"}
     assert description["max_length"] == M
-    assert description["litert_lm"]["prefill_lengths"] == list(PREFILL)
-    assert report.description == description
+    assert description["litert_lm"] == {
+        "prefill_lengths": list(PREFILL), "vocabulary_size": V,
+        "stop_tokens": ["[EOS]"]}
+    assert {name for _, name, *_ in _tensors(sections["TFLiteModel"])} == {
+        ""}
+    assert "40 tokens, in the bundle" in report.table()
 
     # The tokenizer: zlib-compressed tokenizer.json after its size.
     size = int.from_bytes(sections["HF_Tokenizer_Zlib"][:8], "little")
@@ -274,7 +283,8 @@ def _tensors(model_bytes):
     types = {value: name for name, value in vars(schema.TensorType).items()
              if not name.startswith("_")}
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
-    return [(graph.name.decode(), tensor.name.decode(), types[tensor.type],
+    return [(graph.name.decode(), (tensor.name or b"").decode(),
+             types[tensor.type],
              tuple(tensor.shape), tensor.buffer)
             for graph in model.subgraphs for tensor in graph.tensors]
 

@@ -45,7 +45,9 @@ def test_read_bundle_without_the_builder(bundle, vocabulary, tmp_path):
     assert {"keras_attn", "uuid", "creation_timestamp"} <= set(
         header["system_metadata"])
     description = litertlm.read_description(path)
-    assert description["vocabulary"] == vocabulary
+    assert "vocabulary" not in description  # the tokenizer holds it
+    assert description["litert_lm"]["vocabulary_size"] == len(vocabulary)
+    assert description["special_tokens"]["eos"] == "[EOS]"
     assert description["max_length"] == MAX_LENGTH
     assert litertlm.is_bundle(path)
 
