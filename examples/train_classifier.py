@@ -20,7 +20,11 @@ the last finished epoch, after a finished run only if `--epochs` (the total)
 grew; otherwise it says "already trained N/N epochs" and prints the summary
 again. A directory trained with other settings is refused (`--overwrite`
 starts over). Scale up on a GPU with e.g. `--num-layers 4 --hidden-dim 256
---epochs 10 --mixed-precision`; `KERAS_BACKEND=jax` runs it unchanged.
+--epochs 10 --mixed-precision`; `KERAS_BACKEND=jax` runs it unchanged. On
+several devices or hosts, `--distribution data` replicates the model and
+`--distribution model` (JAX) also splits its weights (docs/scaling.md);
+`--batch-size` is then per replica, and a run continues with any replica
+count or mode.
 """
 
 import argparse
@@ -31,6 +35,7 @@ import keras
 import numpy as np
 
 from keras_attn import data
+from keras_attn import distribution
 from keras_attn import models
 from keras_attn import training
 from keras_attn import visualize
@@ -59,8 +64,9 @@ def make_parser():
         "--epochs", type=int, default=EPOCHS,
         help="total epochs of the run; re-running with a larger number "
              "continues it (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help="tweets per step (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE,
+        help="tweets per step and replica (default: %(default)s)")
     parser.add_argument(
         "--sequence-length", type=int, default=SEQUENCE_LENGTH,
         help="word pieces per tweet; longer tweets are truncated "
@@ -86,12 +92,15 @@ def make_parser():
         "--overwrite", action="store_true",
         help="delete the run in --output-dir (model, backup, run.json) and "
              "start over, e.g. after changing settings")
+    distribution.add_arguments(parser)
     return parser
 
 
-def build_model(args, vocabulary_size, num_classes):
-    """Embedding + encoder blocks + masked mean pooling + head, compiled."""
-    model = models.encoder_classifier(
+def build_model(args, vocabulary_size, num_classes, dist):
+    """Embedding + encoder blocks + masked mean pooling + head, compiled,
+    its weights placed as `--distribution` says."""
+    model = dist.build(
+        models.encoder_classifier,
         vocabulary_size=vocabulary_size,
         sequence_length=args.sequence_length,
         num_classes=num_classes,
@@ -99,12 +108,14 @@ def build_model(args, vocabulary_size, num_classes):
         hidden_dim=args.hidden_dim,
         num_heads=args.num_heads,
     )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=True,
-    )
+    with dist.scope():
+        model.compile(
+            optimizer=keras.optimizers.AdamW(
+                dist.scale_learning_rate(LEARNING_RATE), weight_decay=0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=dist.jit_compile,
+        )
     return model
 
 
@@ -112,7 +123,12 @@ def main():
     parser = make_parser()
     args = parser.parse_args()
     keras.utils.set_random_seed(SEED)
+    try:
+        dist = distribution.setup(args)
+    except ValueError as error:
+        parser.error(str(error))
     policy = training.set_mixed_precision(args.mixed_precision)
+    batch_size = dist.global_batch_size(args.batch_size)
 
     ## Data: read the tweets (rows that are not UTF-8 repaired), split
     corpus = data.read_sentiment_csv()
@@ -130,49 +146,61 @@ def main():
     print(f"classes (label id order): {', '.join(corpus.class_names)}")
 
     ## Run: a new one, or the one in --output-dir if its settings match
-    settings = {key: value for key, value in vars(args).items()
-                if key not in ("output_dir", "epochs", "overwrite")}
+    settings = training.settings_from_args(args)
     settings.update(policy=policy, train_data=training.fingerprint(train),
                     class_names=corpus.class_names)
     try:
         run = training.TrainingRun(
             args.output_dir, settings, args.epochs,
-            monitor="val_accuracy", mode="max", overwrite=args.overwrite)
+            monitor="val_accuracy", mode="max", overwrite=args.overwrite,
+            session=dict(dist.info(), global_batch_size=batch_size),
+            write=dist.is_chief)
     except ValueError as error:
         parser.error(str(error))
     print(run.describe())
 
     ## Vocabulary and class names: learned on train (reused when
-    ## continuing), saved beside the model
+    ## continuing), saved beside the model (every process learns the same
+    ## vocabulary, the chief saves it)
     vocabulary_path = os.path.join(args.output_dir, "vocabulary.txt")
     if run.resumed and os.path.exists(vocabulary_path):
         vocabulary = data.load_vocabulary(vocabulary_path)
     else:
         vocabulary = data.train_vocabulary([t for t, _ in train],
                                            args.vocabulary_size)
-        data.save_vocabulary(vocabulary, vocabulary_path)
+        if dist.is_chief:
+            data.save_vocabulary(vocabulary, vocabulary_path)
     class_names_path = os.path.join(args.output_dir, "class_names.txt")
-    data.save_class_names(corpus.class_names, class_names_path)
+    if dist.is_chief:
+        data.save_class_names(corpus.class_names, class_names_path)
     tokenizer = data.make_tokenizer(vocabulary, args.sequence_length)
 
     def dataset(split, shuffle=False):
         texts, labels = zip(*split)
         return data.classification_dataset(
             list(texts), np.array(labels), tokenizer, args.sequence_length,
-            args.batch_size, shuffle=shuffle, seed=SEED)
+            batch_size, shuffle=shuffle, seed=SEED,
+            drop_remainder=dist.drop_remainder)
 
     ## Model
-    model = build_model(args, len(vocabulary), len(corpus.class_names))
+    model = build_model(args, len(vocabulary), len(corpus.class_names), dist)
 
-    ## Fit: only the epochs the run still lacks
+    ## Fit: only the epochs the run still lacks (the chief alone writes
+    ## checkpoints; other processes restore from them)
     if not run.finished:
         model.fit(dataset(train, shuffle=True), validation_data=dataset(val),
-                  epochs=run.epochs, callbacks=run.callbacks(),
+                  epochs=run.epochs, callbacks=dist.callbacks(run.callbacks()),
                   shuffle=False,  # the dataset reshuffles every epoch
                   verbose=0)  # run.callbacks() prints the progress
+    if not dist.finish():
+        return  # The chief evaluates, draws and summarizes alone.
     best = keras.saving.load_model(run.best_model_path)
 
-    ## Evaluate on the held-out split next to the trivial baseline
+    ## Evaluate on the held-out split next to the trivial baseline (the
+    ## tweets the batches hold: JAX over several devices drops the last
+    ## short batch)
+    if dist.drop_remainder:
+        test = test[: len(test) - len(test) % batch_size]
     _, accuracy = best.evaluate(dataset(test), verbose=0)
     train_labels = np.array([label for _, label in train])
     test_labels = np.array([label for _, label in test])
@@ -200,6 +228,7 @@ def main():
         *run.summary_lines(),
         data_line,
         f"{policy}, backend {keras.backend.backend()}",
+        dist.describe(args.batch_size, LEARNING_RATE),
     ], [
         (run.best_model_path, f"the model with the best {run.monitor}"),
         (vocabulary_path, "its WordPiece vocabulary"),

@@ -19,7 +19,10 @@ grew; otherwise it says "already trained N/N epochs" and prints the summary
 again. A directory trained with other settings is refused (`--overwrite`
 starts over). Scale up on a GPU with e.g. `--num-layers 6 --hidden-dim 384
 --sequence-length 128 --epochs 20 --mixed-precision`; `KERAS_BACKEND=jax`
-runs it unchanged.
+runs it unchanged. On several devices or hosts, `--distribution data`
+replicates the model and `--distribution model` (JAX) also splits its
+weights (docs/scaling.md); `--batch-size` is then per replica, and a run
+continues with any replica count or mode.
 """
 
 import argparse
@@ -32,6 +35,7 @@ import keras
 import numpy as np
 
 from keras_attn import data
+from keras_attn import distribution
 from keras_attn import models
 from keras_attn import training
 
@@ -61,8 +65,9 @@ def make_parser():
         "--epochs", type=int, default=EPOCHS,
         help="total epochs of the run; re-running with a larger number "
              "continues it (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help="windows per step (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE,
+        help="windows per step and replica (default: %(default)s)")
     parser.add_argument(
         "--sequence-length", type=int, default=SEQUENCE_LENGTH,
         help="word pieces per training window (default: %(default)s)")
@@ -86,24 +91,29 @@ def make_parser():
         "--overwrite", action="store_true",
         help="delete the run in --output-dir (model, backup, run.json) and "
              "start over, e.g. after changing settings")
+    distribution.add_arguments(parser)
     return parser
 
 
-def build_model(args, vocabulary_size):
-    """A causal decoder with tied input/output embeddings, compiled."""
-    model = models.decoder_lm(
+def build_model(args, vocabulary_size, dist):
+    """A causal decoder with tied input/output embeddings, compiled, its
+    weights placed as `--distribution` says."""
+    model = dist.build(
+        models.decoder_lm,
         vocabulary_size=vocabulary_size,
         sequence_length=args.sequence_length,
         num_layers=args.num_layers,
         hidden_dim=args.hidden_dim,
         num_heads=args.num_heads,
     )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=0),
-        jit_compile=True,
-    )
+    with dist.scope():
+        model.compile(
+            optimizer=keras.optimizers.AdamW(
+                dist.scale_learning_rate(LEARNING_RATE), weight_decay=0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, ignore_class=0),
+            jit_compile=dist.jit_compile,
+        )
     return model
 
 
@@ -149,7 +159,12 @@ def main():
     parser = make_parser()
     args = parser.parse_args()
     keras.utils.set_random_seed(SEED)
+    try:
+        dist = distribution.setup(args)
+    except ValueError as error:
+        parser.error(str(error))
     policy = training.set_mixed_precision(args.mixed_precision)
+    batch_size = dist.global_batch_size(args.batch_size)
 
     ## Data: tweet texts (rows that are not UTF-8 repaired), split
     corpus = data.read_lm_corpus()
@@ -163,38 +178,45 @@ def main():
     print(data_line)
 
     ## Run: a new one, or the one in --output-dir if its settings match
-    settings = {key: value for key, value in vars(args).items()
-                if key not in ("output_dir", "epochs", "overwrite")}
+    settings = training.settings_from_args(args)
     settings.update(policy=policy, train_data=training.fingerprint(train))
     try:
-        run = training.TrainingRun(args.output_dir, settings, args.epochs,
-                                   overwrite=args.overwrite)
+        run = training.TrainingRun(
+            args.output_dir, settings, args.epochs, overwrite=args.overwrite,
+            session=dict(dist.info(), global_batch_size=batch_size),
+            write=dist.is_chief)
     except ValueError as error:
         parser.error(str(error))
     print(run.describe())
 
-    ## Vocabulary: learned on the training split (reused when continuing)
+    ## Vocabulary: learned on the training split (reused when continuing;
+    ## every process learns the same one, the chief saves it)
     vocabulary_path = os.path.join(args.output_dir, "vocabulary.txt")
     if run.resumed and os.path.exists(vocabulary_path):
         vocabulary = data.load_vocabulary(vocabulary_path)
     else:
         vocabulary = data.train_vocabulary(train, args.vocabulary_size)
-        data.save_vocabulary(vocabulary, vocabulary_path)
+        if dist.is_chief:
+            data.save_vocabulary(vocabulary, vocabulary_path)
     tokenizer = data.make_tokenizer(vocabulary)
 
     def dataset(split, shuffle=False):
         return data.lm_dataset(split, tokenizer, args.sequence_length,
-                               args.batch_size, shuffle=shuffle, seed=SEED)
+                               batch_size, shuffle=shuffle, seed=SEED,
+                               drop_remainder=dist.drop_remainder)
 
     ## Model
-    model = build_model(args, len(vocabulary))
+    model = build_model(args, len(vocabulary), dist)
 
-    ## Fit: only the epochs the run still lacks
+    ## Fit: only the epochs the run still lacks (the chief alone writes
+    ## checkpoints; other processes restore from them)
     if not run.finished:
         model.fit(dataset(train, shuffle=True), validation_data=dataset(val),
-                  epochs=run.epochs, callbacks=run.callbacks(),
+                  epochs=run.epochs, callbacks=dist.callbacks(run.callbacks()),
                   shuffle=False,  # the dataset reshuffles every epoch
                   verbose=0)  # run.callbacks() prints the progress
+    if not dist.finish():
+        return  # The chief evaluates, generates and summarizes alone.
     best = keras.saving.load_model(run.best_model_path)
 
     ## Evaluate: perplexity against the unigram baseline
@@ -232,6 +254,7 @@ def main():
         f"{compile_seconds:.1f} s)",
         data_line,
         f"{policy}, backend {keras.backend.backend()}",
+        dist.describe(args.batch_size, LEARNING_RATE),
     ]
     tflite = os.path.join(args.output_dir, "lm.tflite")
     next_steps = [

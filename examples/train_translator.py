@@ -18,7 +18,11 @@ finished epoch, after a finished run only if `--epochs` (the total) grew;
 otherwise it says "already trained N/N epochs" and prints the summary
 again. A directory trained with other settings is refused (`--overwrite`
 starts over). Scale up on a GPU with e.g. `--num-layers 4 --hidden-dim 256
---epochs 30 --mixed-precision`; `KERAS_BACKEND=jax` runs it unchanged.
+--epochs 30 --mixed-precision`; `KERAS_BACKEND=jax` runs it unchanged. On
+several devices or hosts, `--distribution data` replicates the model and
+`--distribution model` (JAX) also splits its weights (docs/scaling.md);
+`--batch-size` is then per replica, and a run continues with any replica
+count or mode.
 """
 
 import argparse
@@ -31,6 +35,7 @@ import keras_hub
 import numpy as np
 
 from keras_attn import data
+from keras_attn import distribution
 from keras_attn import models
 from keras_attn import training
 from keras_attn import visualize
@@ -61,8 +66,9 @@ def make_parser():
         "--epochs", type=int, default=EPOCHS,
         help="total epochs of the run; re-running with a larger number "
              "continues it (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help="sentence pairs per step (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE,
+        help="sentence pairs per step and replica (default: %(default)s)")
     parser.add_argument(
         "--vocabulary-size", type=int, default=VOCABULARY_SIZE,
         help="largest WordPiece vocabulary to learn, per language "
@@ -86,12 +92,15 @@ def make_parser():
         "--overwrite", action="store_true",
         help="delete the run in --output-dir (model, backup, run.json) and "
              "start over, e.g. after changing settings")
+    distribution.add_arguments(parser)
     return parser
 
 
-def build_model(args, source_vocabulary_size, target_vocabulary_size):
-    """An encoder-decoder with cross-attention, compiled."""
-    model = models.seq2seq(
+def build_model(args, source_vocabulary_size, target_vocabulary_size, dist):
+    """An encoder-decoder with cross-attention, compiled, its weights
+    placed as `--distribution` says."""
+    model = dist.build(
+        models.seq2seq,
         source_vocabulary_size=source_vocabulary_size,
         target_vocabulary_size=target_vocabulary_size,
         source_length=SOURCE_LENGTH,
@@ -100,12 +109,14 @@ def build_model(args, source_vocabulary_size, target_vocabulary_size):
         hidden_dim=args.hidden_dim,
         num_heads=args.num_heads,
     )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=0),
-        jit_compile=True,
-    )
+    with dist.scope():
+        model.compile(
+            optimizer=keras.optimizers.AdamW(
+                dist.scale_learning_rate(LEARNING_RATE), weight_decay=0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, ignore_class=0),
+            jit_compile=dist.jit_compile,
+        )
     return model
 
 
@@ -132,7 +143,12 @@ def main():
     parser = make_parser()
     args = parser.parse_args()
     keras.utils.set_random_seed(SEED)
+    try:
+        dist = distribution.setup(args)
+    except ValueError as error:
+        parser.error(str(error))
     policy = training.set_mixed_precision(args.mixed_precision)
+    batch_size = dist.global_batch_size(args.batch_size)
 
     ## Data: sentence pairs, split
     pairs = data.read_translation_pairs()[: args.max_examples]
@@ -142,24 +158,26 @@ def main():
     print(data_line)
 
     ## Run: a new one, or the one in --output-dir if its settings match
-    settings = {key: value for key, value in vars(args).items()
-                if key not in ("output_dir", "epochs", "overwrite")}
+    settings = training.settings_from_args(args)
     settings.update(policy=policy, train_data=training.fingerprint(train))
     try:
-        run = training.TrainingRun(args.output_dir, settings, args.epochs,
-                                   overwrite=args.overwrite)
+        run = training.TrainingRun(
+            args.output_dir, settings, args.epochs, overwrite=args.overwrite,
+            session=dict(dist.info(), global_batch_size=batch_size),
+            write=dist.is_chief)
     except ValueError as error:
         parser.error(str(error))
     print(run.describe())
 
     ## Vocabularies: one per language, learned on train (reused when
-    ## continuing)
+    ## continuing; every process learns the same ones, the chief saves them)
     def vocabulary(texts, name):
         path = os.path.join(args.output_dir, name)
         if run.resumed and os.path.exists(path):
             return data.load_vocabulary(path), path
         learned = data.train_vocabulary(texts, args.vocabulary_size)
-        data.save_vocabulary(learned, path)
+        if dist.is_chief:
+            data.save_vocabulary(learned, path)
         return learned, path
 
     source_vocabulary, source_path = vocabulary(
@@ -172,17 +190,22 @@ def main():
     def dataset(split, shuffle=False):
         return data.translation_dataset(
             split, source_tokenizer, target_tokenizer, SOURCE_LENGTH,
-            TARGET_LENGTH, args.batch_size, shuffle=shuffle, seed=SEED)
+            TARGET_LENGTH, batch_size, shuffle=shuffle, seed=SEED,
+            drop_remainder=dist.drop_remainder)
 
     ## Model
-    model = build_model(args, len(source_vocabulary), len(target_vocabulary))
+    model = build_model(args, len(source_vocabulary), len(target_vocabulary),
+                        dist)
 
-    ## Fit: only the epochs the run still lacks
+    ## Fit: only the epochs the run still lacks (the chief alone writes
+    ## checkpoints; other processes restore from them)
     if not run.finished:
         model.fit(dataset(train, shuffle=True), validation_data=dataset(val),
-                  epochs=run.epochs, callbacks=run.callbacks(),
+                  epochs=run.epochs, callbacks=dist.callbacks(run.callbacks()),
                   shuffle=False,  # the dataset reshuffles every epoch
                   verbose=0)  # run.callbacks() prints the progress
+    if not dist.finish():
+        return  # The chief translates, draws and summarizes alone.
     best = keras.saving.load_model(run.best_model_path)
 
     ## Translate held-out sentences with the KV cache; BLEU vs copy-source
@@ -238,6 +261,7 @@ def main():
         f"compiling call took {compile_seconds:.1f} s)",
         data_line,
         f"{policy}, backend {keras.backend.backend()}",
+        dist.describe(args.batch_size, LEARNING_RATE),
     ], [
         (run.best_model_path, f"the model with the best {run.monitor}"),
         (source_path, "its German (source) WordPiece vocabulary"),

@@ -37,7 +37,10 @@ Batch and learning rate (`setup`): `--batch-size` is per data-parallel
 replica; datasets are batched with `global_batch_size(batch_size)` (the
 engines split each global batch over replicas and processes), and the
 learning rate is scaled with the global batch (`--lr-scaling`, linear by
-default: Goyal et al., 2017, https://arxiv.org/abs/1706.02677).
+default: Goyal et al., 2017, https://arxiv.org/abs/1706.02677). A run
+continued on another number of replicas trains with the rate scaled for
+them, not the one its backup restores (`keras_attn.training.
+KeepLearningRate`).
 
 Checkpoints (`DistributionSetup.callbacks`): only the chief process writes;
 every process restores from the chief's `BackupAndRestore` directory (a
@@ -425,7 +428,7 @@ def add_arguments(parser):
         help="none: one device; data: replicate the model, split batches; "
              "model: also split the weights over a model axis (JAX only). "
              "Several processes: set TF_CONFIG (TensorFlow) or "
-             "KERAS_DISTRIBUTION_* (JAX). Default: %(default)s",
+             "KERAS_DISTRIBUTION_* (JAX). (default: %(default)s)",
     )
     group.add_argument(
         "--mesh-shape", default=None,
@@ -436,7 +439,7 @@ def add_arguments(parser):
     group.add_argument(
         "--lr-scaling", choices=LR_SCALINGS, default="linear",
         help="how the learning rate grows with the number of replicas "
-             "(--batch-size is per replica). Default: %(default)s",
+             "(--batch-size is per replica) (default: %(default)s)",
     )
     return parser
 
@@ -718,6 +721,41 @@ class DistributionSetup:
             f"replicas, process {self.process_id} of {self.num_processes}"
             f"{mesh}>"
         )
+
+    def info(self):
+        """This setup as JSON-serializable facts, e.g. for a training
+        record: `{"distribution": mode, "replicas": ..., "processes": ...}`
+        and, on JAX with a mesh, `"mesh": {axis: size}`."""
+        info = {"distribution": self.mode, "replicas": self.num_replicas,
+                "processes": self.num_processes}
+        if self.mesh is not None:
+            info["mesh"] = {
+                str(name): int(size)
+                for name, size in zip(self.mesh.axis_names, self.mesh.shape)
+            }
+        return info
+
+    def describe(self, batch_size, learning_rate):
+        """One line for a script's summary: the mode, replicas and mesh,
+        the global batch for `batch_size` per replica, and `learning_rate`
+        (tuned for one replica) as scaled."""
+        text = f"distribution {self.mode}: {self.num_replicas} replica"
+        text += "" if self.num_replicas == 1 else "s"
+        if self.num_processes > 1:
+            text += f" in {self.num_processes} processes"
+        if self.mesh is not None:
+            text += ", mesh " + " x ".join(
+                f"{name} {size}"
+                for name, size in zip(self.mesh.axis_names, self.mesh.shape)
+            )
+        scaled = self.scale_learning_rate(learning_rate)
+        text += (
+            f"; global batch {self.global_batch_size(batch_size)} "
+            f"({batch_size} per replica), learning rate {scaled:g}"
+        )
+        if scaled != learning_rate:
+            text += f" ({learning_rate:g} scaled {self.lr_scaling})"
+        return text
 
     def scope(self):
         """The context to create the model, optimizer and metrics in (the

@@ -21,6 +21,16 @@ trained into: its `best.keras` would otherwise be kept whenever it scored
 better than the new model's epochs, silently mixing two models. The run
 stops with an error naming the differing settings; `overwrite=True`
 deletes the old run's state and starts over.
+
+How a run is spread over devices is not one of its settings
+(`settings_from_args` leaves out `--distribution`, `--mesh-shape` and
+`--lr-scaling`): the backup holds whole weights, so a run continues on
+another number of replicas, in another mode. The global batch and the
+learning rate scaled from it then change between sessions; each epoch's
+entry in `run.json` records what it ran with (`session`, and the
+optimizer's `learning_rate`), and `KeepLearningRate` makes a resumed
+session train with its own learning rate rather than the one the backup
+restored. In a run of several processes only the chief writes (`write`).
 """
 
 import hashlib
@@ -103,13 +113,53 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.last_saved_epoch = epoch
 
 
+class KeepLearningRate(keras.callbacks.Callback):
+    """Trains with the learning rate the model was compiled with, even
+    after `keras.callbacks.BackupAndRestore` restored another one.
+
+    A float learning rate is one of the optimizer's variables, so a backup
+    restores it along with the weights. A session that continues a run on
+    another number of replicas compiles the learning rate scaled for its
+    own global batch (`keras_attn.distribution`, `--lr-scaling`), and the
+    restored value would silently replace it. This callback reads the
+    compiled value when `fit` starts (`set_model`, before any restore) and
+    sets it again at `on_train_begin`: list it after `BackupAndRestore`.
+    A learning-rate schedule is left alone (it follows the restored
+    iteration count).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.learning_rate = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.learning_rate = _float_learning_rate(model)
+
+    def on_train_begin(self, logs=None):
+        if self.learning_rate is not None:
+            self.model.optimizer.learning_rate = self.learning_rate
+
+
+def _float_learning_rate(model):
+    """The optimizer's learning rate as a float, or `None` without an
+    optimizer or with a schedule."""
+    optimizer = getattr(model, "optimizer", None)
+    rate = getattr(optimizer, "learning_rate", None)
+    if not isinstance(rate, keras.Variable):
+        return None
+    return float(keras.ops.convert_to_numpy(rate))
+
+
 def standard_callbacks(output_dir, monitor="val_loss", mode="min",
                        tensorboard=True):
     """BackupAndRestore + atomic best-model checkpoint (+ TensorBoard).
 
     Re-running the same command after a crash resumes at the last finished
     epoch (Keras restores model, optimizer and epoch counter from
-    `output_dir/backup`, and deletes the backup once training finishes).
+    `output_dir/backup`, and deletes the backup once training finishes),
+    with the learning rate the model was compiled with
+    (`KeepLearningRate`).
 
     Args:
         output_dir: str. The run directory.
@@ -122,6 +172,7 @@ def standard_callbacks(output_dir, monitor="val_loss", mode="min",
     os.makedirs(output_dir, exist_ok=True)
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(output_dir, "backup")),
+        KeepLearningRate(),
         BestModelCheckpoint(
             os.path.join(output_dir, "best.keras"), monitor=monitor, mode=mode
         ),
@@ -251,12 +302,25 @@ class TrainingRun:
         overwrite: bool. Delete a previous run's state in `output_dir`
             (`run.json`, `backup/`, `best.keras`, `best.keras.json`) and
             start over. Defaults to `False`.
+        session: dict of JSON-serializable facts about this call that do
+            not define the run, such as how it is distributed (mode,
+            replicas, global batch size). Recorded with every epoch this
+            call trains (`"session"` in its `run.json` entry), never
+            compared. Defaults to `None`.
+        write: bool. Whether this process writes the run's files. Pass
+            `False` on the other processes of a multi-process run (where
+            `keras_attn.distribution.setup(...).is_chief` is false): they
+            read the state, never write or delete anything, and with
+            `overwrite` start from nothing, as the chief does after
+            deleting the old state. Defaults to `True`.
 
     Attributes:
         epochs_done: int. Epochs finished before this call.
         resumed: bool. Whether `output_dir` already held this run (same
             settings), so files written from the same settings, such as
-            a vocabulary, can be reused.
+            a vocabulary, can be reused. With `write=False`, only once the
+            run has trained (a `best.keras` or backup): until then the
+            chief may still replace those files.
         finished: bool. Whether `epochs_done >= epochs`.
         best_model_path: str. `output_dir/best.keras`.
 
@@ -295,7 +359,7 @@ class TrainingRun:
     """
 
     def __init__(self, output_dir, config, epochs, monitor="val_loss",
-                 mode="min", overwrite=False):
+                 mode="min", overwrite=False, session=None, write=True):
         if not isinstance(config, dict):
             raise TypeError(
                 "Expected `config` to be a dict of settings. Received: "
@@ -308,8 +372,15 @@ class TrainingRun:
                 "Received an invalid value for argument `epochs`, expected "
                 f"a positive integer. Received: epochs={epochs!r}"
             )
+        if session is not None and not isinstance(session, dict):
+            raise TypeError(
+                "Expected `session` to be a dict or None. Received: "
+                f"session of type {type(session).__name__}"
+            )
         self.output_dir = str(output_dir)
         self.config = json.loads(json.dumps(config))  # tuples -> lists
+        self.session = json.loads(json.dumps(session or {}))
+        self.write = bool(write)
         self.epochs = epochs
         self.monitor = monitor
         self.mode = mode
@@ -317,13 +388,20 @@ class TrainingRun:
         self._checkpoint = BestModelCheckpoint(
             self.best_model_path, monitor=monitor, mode=mode
         )
-        os.makedirs(self.output_dir, exist_ok=True)
-        if overwrite:
-            self._delete_state()
-        record = self._read_json(RUN_RECORD)
-        self.resumed = self._check_settings(record)
-        self._history = record.get("history", []) if self.resumed else []
-        self.epochs_done = self._backup_epoch()
+        if self.write:
+            os.makedirs(self.output_dir, exist_ok=True)
+            if overwrite:
+                self._delete_state()
+        if overwrite and not self.write:
+            # The chief deletes the old state before training starts.
+            self.resumed, self._history, self.epochs_done = False, [], 0
+        else:
+            record = self._read_json(RUN_RECORD)
+            self.resumed = self._check_settings(record)
+            self._history = (
+                record.get("history", []) if self.resumed else []
+            )
+            self.epochs_done = self._backup_epoch()
         if self.epochs_done and not os.path.exists(self.best_model_path):
             raise ValueError(
                 f"{self.output_dir!r} has a backup after epoch "
@@ -354,7 +432,13 @@ class TrainingRun:
         return f"{where}: new run of {_plural(self.epochs, 'epoch')}."
 
     def callbacks(self, tensorboard=True, progress_interval=10.0):
-        """Callbacks for `fit`: backup, best model, record, progress.
+        """Callbacks for `fit`: backup, compiled learning rate (see
+        `KeepLearningRate`), best model, record, progress.
+
+        In a multi-process run, pass them through
+        `keras_attn.distribution.setup(...).callbacks`: the other processes
+        then restore from the chief's backup without writing, and drop the
+        best-model checkpoint and TensorBoard.
 
         Args:
             tensorboard: bool. Also write TensorBoard logs to
@@ -371,6 +455,7 @@ class TrainingRun:
                 os.path.join(self.output_dir, BACKUP),
                 delete_checkpoint=False,
             ),
+            KeepLearningRate(),
             self._checkpoint,
             _RunRecorder(self),
         ]
@@ -423,16 +508,22 @@ class TrainingRun:
     def _on_train_begin(self):
         self._write_record()
 
-    def _on_epoch_end(self, epoch, seconds, logs):
+    def _on_epoch_end(self, epoch, seconds, logs, learning_rate=None):
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 3)}
         entry.update({key: float(value) for key, value in (logs or {}).items()
                       if _is_number(value)})
+        if learning_rate is not None:
+            entry.setdefault("learning_rate", learning_rate)
+        if self.session:
+            entry["session"] = self.session
         self._history = [e for e in self._history if e["epoch"] <= epoch]
         self._history.append(entry)
         self.epochs_done = epoch + 1
         self._write_record()
 
     def _write_record(self):
+        if not self.write:
+            return
         atomic.write_text(
             os.path.join(self.output_dir, RUN_RECORD),
             json.dumps({"config": self.config, "history": self.history()},
@@ -476,6 +567,10 @@ class TrainingRun:
         ]
         if differences and not leftovers:
             return False  # Nothing was trained with the old settings.
+        if not self.write and not leftovers:
+            # Before training, the chief may still replace run.json and
+            # what was derived from it: nothing here is this run's yet.
+            return False
         if differences:
             raise ValueError(
                 f"{self.output_dir!r} holds a training run with other "
@@ -509,7 +604,33 @@ class _RunRecorder(keras.callbacks.Callback):
         self._start = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.run._on_epoch_end(epoch, time.time() - self._start, logs)
+        self.run._on_epoch_end(epoch, time.time() - self._start, logs,
+                               _float_learning_rate(self.model))
+
+
+SCRIPT_OPTIONS = ("output_dir", "epochs", "overwrite", "distribution",
+                  "mesh_shape", "lr_scaling")
+
+
+def settings_from_args(args):
+    """The parsed arguments that define a run, for `TrainingRun`'s `config`.
+
+    Every argument but `SCRIPT_OPTIONS`: where the run lives
+    (`output_dir`), how long it trains in total (`epochs`), whether to
+    start over (`overwrite`) and how it is spread over devices
+    (`distribution`, `mesh_shape`, `lr_scaling`, from
+    `keras_attn.distribution.add_arguments`). So a run continues with more
+    epochs, or on another number of replicas, but not with another model
+    size, batch size per replica or learning rate per replica.
+
+    Args:
+        args: `argparse.Namespace`.
+
+    Returns:
+        dict: argument name -> value.
+    """
+    return {key: value for key, value in vars(args).items()
+            if key not in SCRIPT_OPTIONS}
 
 
 def fingerprint(value):

@@ -1,4 +1,6 @@
-"""Every ```python example in a public docstring, and in README.md, runs."""
+"""Every ```python example in a public docstring, in README.md and in
+docs/*.md runs. Outlines with `...` for the reader's own code are
+fenced as ```py and do not run."""
 
 import inspect
 import pathlib
@@ -32,14 +34,35 @@ def _public_objects():
                 yield f"{module.__name__}.{name}", obj
 
 
+def _workflow_examples():
+    """Examples of keras_attn.training and keras_attn.distribution, whose
+    helpers are documented by the workflow they belong to (not every
+    helper has its own example)."""
+    from keras_attn import distribution
+    from keras_attn import training
+
+    for module in (training, distribution):
+        for name, obj in vars(module).items():
+            if name.startswith("_") or not callable(obj):
+                continue
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            for i, code in enumerate(FENCE.findall(inspect.getdoc(obj) or "")):
+                yield pytest.param(code, id=f"{module.__name__}.{name}-{i}")
+
+
+def _page_examples():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for i, code in enumerate(FENCE.findall(page.read_text())):
+            yield pytest.param(code, id=f"{page.stem}-{i}")
+
+
 EXAMPLES = [
     pytest.param(code, id=f"{name}-{i}")
     for name, obj in _public_objects()
     for i, code in enumerate(FENCE.findall(inspect.getdoc(obj) or ""))
-] + [
-    pytest.param(code, id=f"README-{i}")
-    for i, code in enumerate(FENCE.findall((ROOT / "README.md").read_text()))
-]
+] + list(_workflow_examples()) + list(_page_examples())
 
 
 def test_every_public_layer_has_an_example():

@@ -81,15 +81,16 @@ def test_a_directory_trained_with_other_settings_is_refused(
     assert sorted(os.listdir(out)) == ["best.keras", "run.json"]
 
 
-def _run(args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+def _run(args, cwd, env=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3",
+               **(env or {}))
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=900)
     return result
 
 
-def _example(name, args, cwd):
-    result = _run([str(EXAMPLES / f"{name}.py"), *args], cwd)
+def _example(name, args, cwd, env=None, prefix=()):
+    result = _run([*prefix, str(EXAMPLES / f"{name}.py"), *args], cwd, env)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -186,7 +187,10 @@ def test_language_model_run_and_its_next_commands(tmp_path, capsys):
         extra = ["--max-new-tokens", "4"] if words[1] == "generate" else []
         assert cli.main(words[1:] + extra) == 0, command
     assert os.path.exists(os.path.join(out, "lm.tflite"))
-    assert "tokens/s" in capsys.readouterr().out
+    # Generated text on stdout, the timing table on stderr (pipe-friendly).
+    printed = capsys.readouterr()
+    assert "self driving cars" in printed.out
+    assert "tokens/s" in printed.err and "tokens/s" not in printed.out
 
 
 @pytest.mark.large
@@ -224,3 +228,111 @@ def test_tiny_example(tmp_path):
     assert summary["saved"] == [os.path.join(out, "model.keras")]
     assert os.path.exists(summary["saved"][0])
 
+
+
+# The device count is fixed when a backend starts, so each run is a fresh
+# process: JAX gets 4 virtual CPU devices from XLA_FLAGS; TensorFlow gets 2
+# logical CPUs from this prefix, which then runs the script as __main__.
+JAX_4_DEVICES = {"KERAS_BACKEND": "jax",
+                 "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+TENSORFLOW_2_CPUS = ["-c", (
+    "import runpy, sys; import tensorflow as tf; "
+    "cpu = tf.config.list_physical_devices('CPU')[0]; "
+    "tf.config.set_logical_device_configuration("
+    "cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)]
+
+
+def _epochs(out):
+    """`(epoch, learning rate, session)` of every epoch in run.json."""
+    with open(os.path.join(out, "run.json")) as f:
+        history = json.load(f)["history"]
+    return [(e["epoch"], e["learning_rate"], e["session"]) for e in history]
+
+
+@pytest.mark.large
+def test_language_model_continues_on_another_mesh(tmp_path):
+    """JAX, 4 virtual devices: one epoch data-parallel (4 replicas), then
+    the same run continued model-parallel on a 2 x 2 mesh (2 replicas of
+    weights split in 2) for its second epoch."""
+    module = _module("train_lm")
+    out = str(tmp_path / "lm")
+    # 4 windows per replica: at these sizes the validation and test splits
+    # hold only a few global batches.
+    args = ["--output-dir", out, "--sequence-length", "16", *TINY,
+            "--num-heads", "4", "--batch-size", "4"]
+    stdout = _example("train_lm", [*args, "--distribution", "data"],
+                      tmp_path, JAX_4_DEVICES)
+    assert f"{out}: new run of 1 epoch." in stdout
+    assert re.findall(r"^epoch (\d)/1", stdout, re.M) == ["1"]
+    lr = module.LEARNING_RATE
+    assert (f"distribution data: 4 replicas, mesh batch 4; global batch 16 "
+            f"(4 per replica), learning rate {4 * lr:g} ({lr:g} scaled "
+            "linear)") in _summary(stdout)["results"]
+
+    more = _example("train_lm", [*args, "--distribution", "model",
+                                 "--mesh-shape", "2,2", "--epochs", "2"],
+                    tmp_path, JAX_4_DEVICES)
+    assert f"{out}: continuing after epoch 1 of 2." in more
+    assert re.findall(r"^epoch (\d)/2", more, re.M) == ["2"]
+    results = _summary(more)["results"]
+    assert re.search(r"held-out perplexity [\d.]+ vs unigram", results[0])
+    assert "trained 2 epochs in" in results[1]
+    assert (f"distribution model: 2 replicas, mesh batch 2 x model 2; "
+            f"global batch 8 (4 per replica), learning rate {2 * lr:g} "
+            f"({lr:g} scaled linear)") in results
+    # The backup restored epoch 1's weights and optimizer, and epoch 2
+    # trained with its own learning rate, not the restored one.
+    assert _epochs(out) == [
+        (1, pytest.approx(4 * lr), {"distribution": "data", "replicas": 4,
+                                    "processes": 1, "mesh": {"batch": 4},
+                                    "global_batch_size": 16}),
+        (2, pytest.approx(2 * lr), {"distribution": "model", "replicas": 2,
+                                    "processes": 1,
+                                    "mesh": {"batch": 2, "model": 2},
+                                    "global_batch_size": 8}),
+    ]
+    with open(os.path.join(out, "backup", "training_metadata.json")) as f:
+        assert json.load(f)["epoch"] == 2
+    with open(os.path.join(out, "best.keras.json")) as f:
+        best = json.load(f)
+    val_losses = [e["val_loss"] for e in json.load(
+        open(os.path.join(out, "run.json")))["history"]]
+    assert best["value"] == pytest.approx(min(val_losses))
+
+
+@pytest.mark.large
+def test_classifier_data_parallel_on_two_tensorflow_cpus_then_one(
+    tmp_path
+):
+    """TensorFlow MirroredStrategy over 2 logical CPUs for one epoch, then
+    the run continued on one device."""
+    module = _module("train_classifier")
+    out = str(tmp_path / "classifier")
+    args = ["--output-dir", out, "--sequence-length", "16", *TINY,
+            "--batch-size", "8"]
+    tensorflow = {"KERAS_BACKEND": "tensorflow"}
+    stdout = _example("train_classifier", [*args, "--distribution", "data"],
+                      tmp_path, tensorflow, prefix=TENSORFLOW_2_CPUS)
+    assert f"{out}: new run of 1 epoch." in stdout
+    lr = module.LEARNING_RATE
+    summary = _summary(stdout)
+    assert (f"distribution data: 2 replicas; global batch 16 (8 per "
+            f"replica), learning rate {2 * lr:g} ({lr:g} scaled linear)"
+            ) in summary["results"]
+    for name in ("best.keras", "vocabulary.txt", "class_names.txt",
+                 "attention.png", "run.json", "backup", "logs"):
+        assert os.path.join(out, name) in summary["saved"]
+    assert all(os.path.exists(path) for path in summary["saved"])
+
+    more = _example("train_classifier", [*args, "--epochs", "2"], tmp_path,
+                    tensorflow)
+    assert f"{out}: continuing after epoch 1 of 2." in more
+    assert re.findall(r"^epoch (\d)/2", more, re.M) == ["2"]
+    assert _epochs(out) == [
+        (1, pytest.approx(2 * lr), {"distribution": "data", "replicas": 2,
+                                    "processes": 1, "global_batch_size": 16}),
+        (2, pytest.approx(lr), {"distribution": "none", "replicas": 1,
+                                "processes": 1, "global_batch_size": 8}),
+    ]

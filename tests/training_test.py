@@ -285,3 +285,132 @@ def test_fingerprint_is_by_content():
     assert re.fullmatch("[0-9a-f]{16}", one)
     assert training.fingerprint({"b": 1, "a": 2}) == training.fingerprint(
         {"a": 2, "b": 1})
+
+
+def _compiled(learning_rate):
+    model = models.encoder_classifier(20, 6, num_layers=1, hidden_dim=8,
+                                      num_heads=2)
+    model.compile(keras.optimizers.Adam(learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    return model
+
+
+def _learning_rate(model):
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def test_a_resumed_session_trains_with_its_own_learning_rate(tmp_path):
+    """Another replica count compiles another (scaled) learning rate: the
+    session trains with it, not with the one its backup restores, and
+    run.json records each epoch's rate and session."""
+    x, y = _data()
+    out = str(tmp_path / "run")
+    run = training.TrainingRun(out, SETTINGS, epochs=1,
+                               session={"replicas": 1})
+    _compiled(1e-3).fit(x, y, epochs=1, validation_split=0.25, verbose=0,
+                        callbacks=run.callbacks(tensorboard=False,
+                                                progress_interval=None))
+
+    # What Keras does alone: the backup brings the old rate back.
+    restored = []
+    plain = _compiled(4e-3)
+    plain.fit(x, y, epochs=1, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup"),
+                                         delete_checkpoint=False),
+        keras.callbacks.LambdaCallback(on_train_begin=lambda logs: (
+            restored.append(_learning_rate(plain))))])
+    assert restored == [pytest.approx(1e-3)]
+
+    more = training.TrainingRun(out, SETTINGS, epochs=3,
+                                session={"replicas": 4})
+    assert more.resumed and more.epochs_done == 1  # Not a setting.
+    used = []
+    model = _compiled(4e-3)
+    model.fit(x, y, epochs=more.epochs, validation_split=0.25, verbose=0,
+              callbacks=more.callbacks(tensorboard=False,
+                                       progress_interval=None) + [
+                  keras.callbacks.LambdaCallback(
+                      on_epoch_begin=lambda epoch, logs: used.append(
+                          (epoch, _learning_rate(model))))])
+    assert used == [(1, pytest.approx(4e-3)), (2, pytest.approx(4e-3))]
+    record = json.load(open(os.path.join(out, "run.json")))
+    assert record["config"] == SETTINGS
+    assert [(e["epoch"], e["learning_rate"], e["session"])
+            for e in record["history"]] == [
+        (1, pytest.approx(1e-3), {"replicas": 1}),
+        (2, pytest.approx(4e-3), {"replicas": 4}),
+        (3, pytest.approx(4e-3), {"replicas": 4}),
+    ]
+
+
+def _files(directory):
+    """`{relative path: bytes}` of every file under `directory`."""
+    found = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, directory)] = f.read()
+    return found
+
+
+def test_a_process_that_does_not_write_leaves_the_run_alone(tmp_path):
+    """A non-chief process (`write=False`, callbacks through
+    `DistributionSetup.callbacks`) reads the run, restores from its backup
+    and trains, but writes and deletes nothing."""
+    from keras_attn import distribution
+
+    out = str(tmp_path / "run")
+    _fit(training.TrainingRun(out, SETTINGS, epochs=1))
+    before = _files(out)
+    assert {"run.json", "best.keras", "backup/training_metadata.json"} <= (
+        set(before))
+    worker = distribution.setup()
+    worker.is_chief = False
+
+    run = training.TrainingRun(out, SETTINGS, epochs=2, write=False)
+    assert (run.resumed, run.epochs_done) == (True, 1)
+    seen = []
+    _model().fit(*_data(), epochs=run.epochs, validation_split=0.25,
+                 verbose=0, callbacks=worker.callbacks(run.callbacks(
+                     progress_interval=None)) + [
+                     keras.callbacks.LambdaCallback(
+                         on_epoch_begin=lambda epoch, logs: seen.append(
+                             epoch))])
+    assert seen == [1]  # Restored from the chief's backup.
+    assert run.epochs_done == 2 and len(run.history()) == 2
+    # Other settings are refused there too; overwrite starts from nothing
+    # (the chief deletes the state) without deleting anything here.
+    with pytest.raises(ValueError, match="other settings"):
+        training.TrainingRun(out, dict(SETTINGS, hidden_dim=16), epochs=1,
+                             write=False)
+    fresh = training.TrainingRun(out, dict(SETTINGS, hidden_dim=16),
+                                 epochs=1, overwrite=True, write=False)
+    assert (fresh.resumed, fresh.epochs_done) == (False, 0)
+    assert _files(out) == before
+
+    # Before any epoch is trained, the chief may still replace run.json
+    # and the vocabulary: a non-writer reuses nothing.
+    untrained = str(tmp_path / "untrained")
+    training.TrainingRun(untrained, SETTINGS, epochs=1)
+    assert training.TrainingRun(untrained, SETTINGS, epochs=1).resumed
+    assert not training.TrainingRun(untrained, SETTINGS, epochs=1,
+                                    write=False).resumed
+
+
+def test_settings_from_args_leave_out_where_how_long_and_on_what():
+    import argparse
+
+    from keras_attn import distribution
+
+    parser = argparse.ArgumentParser()
+    for flag, value in (("--output-dir", "runs/x"), ("--epochs", 3),
+                        ("--batch-size", 32), ("--hidden-dim", 64)):
+        parser.add_argument(flag, default=value)
+    parser.add_argument("--overwrite", action="store_true")
+    distribution.add_arguments(parser)
+    args = parser.parse_args(["--distribution", "data", "--mesh-shape", "2",
+                              "--lr-scaling", "sqrt", "--overwrite"])
+    assert training.settings_from_args(args) == {"batch_size": 32,
+                                                 "hidden_dim": 64}

@@ -20,7 +20,10 @@ or `input_dim` (`keras.layers.Embedding` and its subclasses).
 
 import keras
 
-from keras_attn.export.generation_signatures import has_decoder_layers
+from keras_attn.models.structure import UnsupportedDecoderError
+from keras_attn.models.structure import decoder_structure
+from keras_attn.models.structure import has_decoder_layers
+from keras_attn.models.structure import table_rows
 from keras_attn.version import __version__
 from keras_attn_runtime import description as description_lib
 from keras_attn_runtime import samplers
@@ -30,14 +33,20 @@ from keras_attn_runtime import vocabulary as vocabulary_lib
 def token_inputs(model):
     """`{argument: input tensor}`: the token input each vocabulary argument
     describes (`vocabulary`: the (decoder) tokens; `source_vocabulary`:
-    a seq2seq model's encoder tokens)."""
-    inputs = model.input
-    if isinstance(inputs, dict) and "decoder_token_ids" in inputs:
-        found = {"vocabulary": inputs["decoder_token_ids"]}
-        if "encoder_token_ids" in inputs:
-            found["source_vocabulary"] = inputs["encoder_token_ids"]
-        return found
-    flat = keras.tree.flatten(inputs)
+    a seq2seq model's encoder tokens), found by structure
+    (`keras_attn.models.structure`) for a model that generates, else the
+    model's only input."""
+    if has_decoder_layers(model):
+        try:
+            structure = decoder_structure(model)
+        except UnsupportedDecoderError:
+            structure = None
+        if structure is not None:
+            found = {"vocabulary": structure.token_input}
+            if structure.encoder_token_input is not None:
+                found["source_vocabulary"] = structure.encoder_token_input
+            return found
+    flat = keras.tree.flatten(model.input)
     return {"vocabulary": flat[0]} if len(flat) == 1 else {}
 
 
@@ -52,16 +61,6 @@ def embedding_rows(model, tensor):
         if consumed is tensor and table_rows(layer) is not None:
             return table_rows(layer)
     return None
-
-
-def table_rows(layer):
-    """The token count of an embedding layer (`vocabulary_size` of
-    `TokenAndPositionEmbedding`, `input_dim` of `keras.layers.Embedding`
-    and its subclasses), or `None` for another layer."""
-    rows = getattr(layer, "vocabulary_size", None)
-    if rows is None:
-        rows = getattr(layer, "input_dim", None)
-    return None if rows is None else int(rows)
 
 
 def vocabulary_sizes(model):

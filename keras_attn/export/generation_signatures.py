@@ -5,10 +5,15 @@ seq2seq. Two forms, chosen by `kv_cache`:
 Shape legend: M max_length (the cache length), Y decoder layers, K
 key/value heads, H head size, V vocabulary, E source length, D width.
 
+Both forms hold the cache heads first, as `keras_attn.layers.KVCache`
+does (keys and values `(1, K, M, H)` per layer), so the attention reads
+it in place: no transpose of the cache anywhere in the file.
+
 `kv_cache="variables"` (the TFLite default): the cache lives inside the
 interpreter, in TFLite resource variables (one key and one value variable
-per layer, plus the encoder state for seq2seq) shared by the signatures of
-one interpreter. Nothing but ids and logits crosses the signature:
+`(1, K, M, H)` per layer, plus the encoder state for seq2seq) shared by
+the signatures of one interpreter. Nothing but ids and logits crosses the
+signature:
     encode   (seq2seq) encoder_token_ids (1, E) -> memory (1, E, D)
              and stores the cross-attention cache and source mask
     prefill  token_ids (1, M) right-padded with 0, length ()
@@ -23,13 +28,14 @@ stacking of the layers' caches (see BENCHMARKS.md).
 `kv_cache="tensors"` (the SavedModel's form, and an option for TFLite):
 stateless signatures that take and return the cache:
     encode   (seq2seq) encoder_token_ids (1, E)
-             -> memory (1, E, D), cross_cache (1, Y, 2, E, K, H)
+             -> memory (1, E, D), cross_cache (1, Y, 2, K, E, H)
     prefill  token_ids (1, M), length () [+ encoder]
-             -> logits (1, V), cache (1, Y, 2, M, K, H)
+             -> logits (1, V), cache (1, Y, 2, K, M, H)
     decode   token_id (1, 1), cache, index () [+ encoder]
              -> logits (1, V), updated cache
-where [+ encoder] is `encoder_token_ids`, `memory` and `cross_cache`. Any
-number of sequences can share one interpreter or SavedModel.
+where [+ encoder] is `encoder_token_ids`, `memory` and `cross_cache`, and
+index 0 of the third axis holds the keys, index 1 the values. Any number
+of sequences can share one interpreter or SavedModel.
 
 A generation loop: (`encode` the source,) `prefill` the prompt, then
 repeatedly pick a token from the logits and `decode` it at the next index.
@@ -37,8 +43,9 @@ repeatedly pick a token from the logits and `decode` it at the next index.
 
 from keras import ops
 
-from keras_attn.layers import TransformerDecoder
+from keras_attn.layers import KVCache
 from keras_attn.models.generation import CachedDecoder
+from keras_attn.models.structure import has_decoder_layers
 
 KV_CACHES = ("variables", "tensors")
 
@@ -48,20 +55,13 @@ def generation_decoder(model):
     else `None`.
 
     Raises:
-        ValueError: from `CachedDecoder`, for a model with decoder layers
-            that it cannot run (not laid out as `keras_attn.models.decoder_lm`
-            or `seq2seq` build it).
+        UnsupportedDecoderError: (a ValueError) from `CachedDecoder`, for a
+            model with decoder layers that it cannot run (not laid out as
+            `keras_attn.models.decoder_lm` or `seq2seq` lay it out).
     """
     if not has_decoder_layers(model):
         return None
     return CachedDecoder(model)
-
-
-def has_decoder_layers(model):
-    """Whether `model` has `TransformerDecoder` layers (at its top level):
-    a model that generates."""
-    return any(isinstance(layer, TransformerDecoder)
-               for layer in model.layers)
 
 
 def check_max_length(decoder, max_length):
@@ -85,10 +85,7 @@ def resolve_max_length(decoder, max_length):
     """`max_length`, or by default the length of the model's (decoder)
     token input; checked by `check_max_length`."""
     if max_length is None:
-        inputs = decoder.model.input
-        if isinstance(inputs, dict):
-            inputs = inputs["decoder_token_ids"]
-        max_length = inputs.shape[1]
+        max_length = decoder.token_input.shape[1]
         if max_length is None:
             raise ValueError(
                 "The model's token input has no fixed length: pass "
@@ -127,24 +124,43 @@ def _last_logits(decoder, hidden, length):
     return decoder.logits(last)[:, 0]
 
 
+def stack_caches(caches):
+    """`Y` `KVCache`s `(B, K, M, H)` -> one tensor `(B, Y, 2, K, M, H)`,
+    the cache of the `"tensors"` form."""
+    return ops.stack([ops.stack(cache, axis=1) for cache in caches], axis=1)
+
+
+def unstack_caches(cache, num_layers):
+    """Inverse of `stack_caches`: a list of `num_layers` `KVCache`s."""
+    # unstack, not cache[:, i]: on TFLite a rank-6 STRIDED_SLICE copies
+    # element by element (about 0.4 ms per layer at M=128, D=256), UNPACK
+    # copies contiguous blocks.
+    return [KVCache(*ops.unstack(layer, 2, axis=1))
+            for layer in ops.unstack(cache, num_layers, axis=1)]
+
+
+def _cache_spec(decoder, length, name):
+    import tensorflow as tf
+
+    return tf.TensorSpec(
+        (1, len(decoder.layers), 2, decoder.num_kv_heads, length,
+         decoder.head_dim), tf.float32, name=name,
+    )  # (1, Y, 2, K, M or E, H)
+
+
 def input_signatures(decoder, max_length):
     """`{signature name: [tf.TensorSpec, ...]}` of the `"tensors"` form,
     batch 1."""
     import tensorflow as tf
 
-    layers = len(decoder.layers)
     specs = _token_specs(decoder, max_length)
-    specs["decode"].insert(1, tf.TensorSpec(
-        (1, layers, 2, max_length, decoder.num_kv_heads, decoder.head_dim),
-        tf.float32, name="cache",
-    ))
+    specs["decode"].insert(1, _cache_spec(decoder, max_length, "cache"))
     if decoder.is_seq2seq:
         length = source_length(decoder)
         encoder = specs["encode"] + [
             tf.TensorSpec((1, length, _hidden_dim(decoder)), tf.float32,
                           name="memory"),
-            tf.TensorSpec((1, layers, 2, length, decoder.num_kv_heads,
-                           decoder.head_dim), tf.float32, name="cross_cache"),
+            _cache_spec(decoder, length, "cross_cache"),
         ]
         specs["prefill"] += encoder
         specs["decode"] += encoder
@@ -153,25 +169,29 @@ def input_signatures(decoder, max_length):
 
 def endpoints(decoder, max_length):
     """`{signature name: function}` matching `input_signatures`."""
+    layers = len(decoder.layers)
+
     def encoder_state(encoder_token_ids, memory, cross_cache):
-        return memory, cross_cache, ops.not_equal(encoder_token_ids, 0)
+        return (memory, unstack_caches(cross_cache, layers),
+                ops.not_equal(encoder_token_ids, 0))
 
     def encode(encoder_token_ids):
-        memory, cross_cache, _ = decoder.encode(encoder_token_ids)
-        return {"memory": memory, "cross_cache": cross_cache}
+        memory, cross_caches, _ = decoder.encode(encoder_token_ids)
+        return {"memory": memory, "cross_cache": stack_caches(cross_caches)}
 
     def prefill(token_ids, length, *encoder):
-        cache = decoder.init_cache(1, max_length)
+        caches = decoder.init_cache(1, max_length)
         state = encoder_state(*encoder) if encoder else None
-        _, hidden, cache = decoder.call_with_cache(token_ids, cache, 0, state)
+        _, hidden, caches = decoder.call_with_cache(token_ids, caches, 0,
+                                                    state)
         return {"logits": _last_logits(decoder, hidden, length),
-                "cache": cache}
+                "cache": stack_caches(caches)}
 
     def decode(token_id, cache, index, *encoder):
         state = encoder_state(*encoder) if encoder else None
-        logits, _, cache = decoder.call_with_cache(token_id, cache, index,
-                                                   state)
-        return {"logits": logits[:, 0], "cache": cache}
+        logits, _, caches = decoder.call_with_cache(
+            token_id, unstack_caches(cache, layers), index, state)
+        return {"logits": logits[:, 0], "cache": stack_caches(caches)}
 
     functions = {"prefill": prefill, "decode": decode}
     if decoder.is_seq2seq:
@@ -183,14 +203,26 @@ def source_length(decoder):
     """The encoder input length `E` of a seq2seq model."""
     length = getattr(decoder.encoder_embedding, "sequence_length", None)
     if length is None:  # rotary: the model input fixes the length
-        length = decoder.model.input["encoder_token_ids"].shape[1]
+        length = decoder.encoder_token_input.shape[1]
     return length
 
 
+def _cache_variables(caches):
+    """`KVCache`s of variables -> `KVCache`s of their values."""
+    return [KVCache(cache.keys.read_value(), cache.values.read_value())
+            for cache in caches]
+
+
+def _assign(variables, caches):
+    for cache_variables, cache in zip(variables, caches):
+        cache_variables.keys.assign(cache.keys)
+        cache_variables.values.assign(cache.values)
+
+
 class _State:
-    """The generation state as TensorFlow resource variables: per layer
-    `(key, value)` caches `(1, M, K, H)`, and for seq2seq the encoder
-    output `(1, E, D)`, per-layer cross caches `(1, E, K, H)` and the
+    """The generation state as TensorFlow resource variables: per layer a
+    `KVCache` of two variables `(1, K, M, H)`, and for seq2seq the encoder
+    output `(1, E, D)`, per-layer cross caches `(1, K, E, H)` and the
     source mask `(1, E)` (int32, 1 for tokens)."""
 
     def __init__(self, decoder, max_length):
@@ -200,67 +232,58 @@ class _State:
             return tf.Variable(tf.zeros(shape, dtype), trainable=False,
                                name=name)
 
+        def caches(length, prefix):
+            shape = (1, decoder.num_kv_heads, length, decoder.head_dim)
+            return [KVCache(variable(shape, f"{prefix}key_cache_{i}"),
+                            variable(shape, f"{prefix}value_cache_{i}"))
+                    for i in range(len(decoder.layers))]
+
         self.decoder = decoder
-        self.shape = (1, max_length, decoder.num_kv_heads, decoder.head_dim)
-        self.caches = [
-            (variable(self.shape, f"key_cache_{i}"),
-             variable(self.shape, f"value_cache_{i}"))
-            for i in range(len(decoder.layers))
-        ]
-        self.variables = [v for pair in self.caches for v in pair]
+        self.max_length = max_length
+        self.caches = caches(max_length, "")
+        self.variables = [v for cache in self.caches for v in cache]
         if decoder.is_seq2seq:
             length = source_length(decoder)
-            cross = (1, length, decoder.num_kv_heads, decoder.head_dim)
             self.memory = variable((1, length, _hidden_dim(decoder)),
                                    "memory")
             self.source_mask = variable((1, length), "source_mask", "int32")
-            self.cross = [
-                (variable(cross, f"cross_key_cache_{i}"),
-                 variable(cross, f"cross_value_cache_{i}"))
-                for i in range(len(decoder.layers))
-            ]
+            self.cross = caches(length, "cross_")
             self.variables += [self.memory, self.source_mask]
-            self.variables += [v for pair in self.cross for v in pair]
+            self.variables += [v for cache in self.cross for v in cache]
+
+    def empty(self):
+        return [KVCache.zeros(1, self.decoder.num_kv_heads, self.max_length,
+                              self.decoder.head_dim)
+                for _ in self.caches]
 
     def encoder(self):
         if not self.decoder.is_seq2seq:
             return None
-        cross = [(k.read_value(), v.read_value()) for k, v in self.cross]
-        return (self.memory.read_value(), cross,
+        return (self.memory.read_value(), _cache_variables(self.cross),
                 ops.not_equal(self.source_mask.read_value(), 0))
 
     def read(self):
-        return [(k.read_value(), v.read_value()) for k, v in self.caches]
+        return _cache_variables(self.caches)
 
     def write(self, caches):
-        for (key, value), (k, v) in zip(self.caches, caches):
-            key.assign(k)
-            value.assign(v)
+        _assign(self.caches, caches)
 
 
 def stateful_endpoints(decoder, max_length):
     """`(endpoints, input signatures, variables)` of the
     `kv_cache="variables"` form."""
     state = _State(decoder, max_length)
-    layers = len(decoder.layers)
 
     def encode(encoder_token_ids):
-        memory, cross, padding = decoder.encode(encoder_token_ids)
+        memory, cross_caches, padding = decoder.encode(encoder_token_ids)
         state.memory.assign(memory)
         state.source_mask.assign(ops.cast(padding, "int32"))
-        for (key, value), pair in zip(
-            state.cross, ops.unstack(cross, layers, axis=1)
-        ):
-            k, v = ops.unstack(pair, 2, axis=1)
-            key.assign(k)
-            value.assign(v)
+        _assign(state.cross, cross_caches)
         return {"memory": memory}
 
     def prefill(token_ids, length):
-        empty = [(ops.zeros(state.shape), ops.zeros(state.shape))
-                 for _ in range(layers)]
         _, hidden, caches = decoder.call_with_cache(
-            token_ids, empty, 0, state.encoder()
+            token_ids, state.empty(), 0, state.encoder()
         )
         state.write(caches)
         return {"logits": _last_logits(decoder, hidden, length)}

@@ -21,6 +21,7 @@ from keras_attn.export import report as report_lib
 from keras_attn.export.saved_model import check_exportable
 from keras_attn.layers.validation import positive_int
 from keras_attn.models.generation import CachedDecoder
+from keras_attn.models.structure import table_rows
 
 GENERATOR_QUANTIZATIONS = (None, "float16", "dynamic_int8", "int4")
 # Static "int8" calibrates the activations of one stateless signature; a
@@ -96,7 +97,7 @@ def parity_inputs(decoder, max_length, sample_prompts, start_id):
         new_tokens = min(MAX_NEW_TOKENS, max_length - 1)
     vocabulary = decoder.vocabulary_size
     if decoder.is_seq2seq:
-        vocabulary = description_lib.table_rows(decoder.encoder_embedding)
+        vocabulary = table_rows(decoder.encoder_embedding)
     room = max_length - new_tokens  # the longest prompt
     if sample_prompts is None:
         rng = np.random.default_rng(0)

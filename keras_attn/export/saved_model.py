@@ -22,6 +22,7 @@ import keras
 
 from keras_attn.export import atomic
 from keras_attn.export import generation_signatures
+from keras_attn.models.structure import UnsupportedDecoderError
 
 SERVING_SIGNATURE = "serving_default"
 
@@ -176,7 +177,7 @@ def export_saved_model(model, path, max_length=None, verbose=False):
     archive = serving_archive(model)
     try:
         decoder = generation_signatures.generation_decoder(model)
-    except ValueError as e:
+    except UnsupportedDecoderError as e:
         if max_length is not None:
             raise
         # A model of its own with decoder layers: it still serves; say

@@ -48,3 +48,28 @@ def check_mask_shape(mask, name, expected):
             f"`{name}` must have shape {expected} (None: any size). "
             f"Received: {name}.shape={shape}"
         )
+
+
+def expand_to_scores_rank(mask, rank, num_attention_axes, name):
+    """Gives an attention mask the rank of the attention scores.
+
+    Scores are laid out `(B, *A, N, *Tq, *Sk)` (A: non-attention axes, Tq
+    and Sk: the query and key attention axes, `num_attention_axes` each).
+    As in Keras, a mask of lower rank gets size-1 axes inserted just before
+    its query attention axes, so `(T, S)`, `(B, T, S)` and `(B, N, T, S)`
+    all broadcast against `(B, N, T, S)`.
+    """
+    mask = ops.convert_to_tensor(mask)
+    if mask.dtype != "bool":
+        mask = ops.cast(mask, "bool")
+    if not 2 * num_attention_axes <= len(mask.shape) <= rank:
+        raise ValueError(
+            f"`{name}` must have rank {2 * num_attention_axes} to {rank} "
+            "(query and key attention axes, optionally preceded by batch, "
+            f"heads and other axes). Received: {name}.shape="
+            f"{tuple(mask.shape)}"
+        )
+    axis = -2 * num_attention_axes - 1
+    while len(mask.shape) < rank:
+        mask = ops.expand_dims(mask, axis)
+    return mask

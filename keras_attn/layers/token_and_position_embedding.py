@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_attn.layers.position_embedding import PositionEmbedding
+from keras_attn.layers.quantization import serialized_dtype
 from keras_attn.layers.sinusoidal_position_encoding import (
     SinusoidalPositionEncoding,
 )
@@ -19,11 +20,14 @@ POSITIONS = ("learned", "sinusoidal")
 class TokenAndPositionEmbedding(keras.layers.Layer):
     """Sums a token embedding and a learned or sinusoidal position embedding.
 
-    With `position="learned"` the variables are those of keras-hub's
-    `TokenAndPositionEmbedding` (token `embeddings` `(V, D)`, then position
-    `embeddings` `(sequence_length, D)`), so its weights copy across. The
-    token embedding is a `keras.layers.ReversibleEmbedding`: call
-    `layer(hidden, reverse=True)` for tied output logits.
+    A drop-in for `keras_hub.layers.TokenAndPositionEmbedding`: the same
+    arguments, call arguments and, with `position="learned"`, the same
+    variables (token `embeddings` `(V, D)`, then position `embeddings`
+    `(sequence_length, D)`), so weights copy across both ways. The token
+    embedding is a `keras.layers.ReversibleEmbedding`: call
+    `layer(hidden, reverse=True)` for tied output logits. After
+    `Model.quantize("int8")` (or `"int4"`) the token embedding is quantized
+    and the layer saves and loads that way.
 
     Masking: with `mask_zero=True`, token id 0 is padding; the output carries
     the mask `inputs != 0` for downstream layers (no "destroys the mask"
@@ -39,11 +43,20 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             `"uniform"`.
         mask_zero: bool. Whether token id 0 is padding. Defaults to `False`.
         position: `"learned"` or `"sinusoidal"`. Defaults to `"learned"`.
+        quantization_config: `keras.quantizers.QuantizationConfig` or
+            `None`. The token embedding's; `quantize` sets it, and
+            `get_config` saves it so that a quantized layer reloads with the
+            same quantizers (without it Keras 3.15 rebuilds an int4
+            `ReversibleEmbedding` with int8 activation quantization in the
+            reverse projection, which `Int4QuantizationConfig` does not
+            use). Defaults to `None`.
 
     Call arguments:
         inputs: int tensor `(B, L)` of token ids.
         start_index: int or int tensor. Position of the first token (for
             cached decoding). Defaults to `0`.
+        positions: optional int tensor `(L,)` or `(B, L)` of explicit
+            positions; overrides `start_index`. Defaults to `None`.
         reverse: bool. If True, `inputs` are hidden states `(B, L, D)` and
             the call returns token logits `(B, L, V)` through the (tied or
             separate) reverse projection. Defaults to `False`.
@@ -62,8 +75,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     ids = np.array([[5, 7, 0, 0]])
     out = layer(ids)
     assert out.shape == (1, 4, 8)
-    assert layer.compute_mask(ids).numpy().tolist() == [[True, True, False,
-                                                         False]]
+    mask = np.asarray(layer.compute_mask(ids))
+    assert mask.tolist() == [[True, True, False, False]]
     ```
     """
 
@@ -76,6 +89,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         embeddings_initializer="uniform",
         mask_zero=False,
         position="learned",
+        quantization_config=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -103,6 +117,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             tie_weights=tie_weights,
             embeddings_initializer=self._clone_initializer(),
             mask_zero=mask_zero,
+            quantization_config=quantization_config,
             dtype=self.dtype_policy,
             name="token_embedding",
         )
@@ -128,7 +143,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.position_embedding.build(inputs_shape + (self.embedding_dim,))
         self.built = True
 
-    def call(self, inputs, start_index=0, reverse=False):
+    def call(self, inputs, start_index=0, positions=None, reverse=False):
         if reverse:
             # (B, L, D) hidden states -> (B, L, V) logits, for tied outputs.
             return self.token_embedding(inputs, reverse=True)
@@ -140,8 +155,9 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 f"inputs.dtype={inputs.dtype}"
             )
         tokens = self.token_embedding(inputs)  # (B, L, D)
-        positions = self.position_embedding(tokens, start_index=start_index)
-        return tokens + positions
+        return tokens + self.position_embedding(
+            tokens, start_index=start_index, positions=positions
+        )
 
     def compute_mask(self, inputs, mask=None):
         if keras.backend.is_float_dtype(
@@ -159,6 +175,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
+                "dtype": serialized_dtype(self),
                 "vocabulary_size": self.vocabulary_size,
                 "sequence_length": self.sequence_length,
                 "embedding_dim": self.embedding_dim,
@@ -168,6 +185,17 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 ),
                 "mask_zero": self.mask_zero,
                 "position": self.position,
+                "quantization_config": keras.saving.serialize_keras_object(
+                    self.token_embedding.quantization_config
+                ),
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["quantization_config"] = keras.saving.deserialize_keras_object(
+            config.get("quantization_config")
+        )
+        return super().from_config(config)

@@ -1,13 +1,14 @@
 """What the Transformer encoder and decoder blocks share (private).
 
 The constructor arguments and their checks, the sublayer factories (named
-and initialized as in keras-hub, so weights copy across), the residual
-wrapper with post-LN or pre-LN placement, and `get_config`.
+and initialized as in keras-hub, so weights copy across), the layer norm
+placement (post-LN or pre-LN), the feed-forward sublayer, and `get_config`.
 """
 
 import keras
 
 from keras_attn.layers.multi_head_attention import MultiHeadAttention
+from keras_attn.layers.quantization import serialized_dtype
 from keras_attn.layers.validation import positive_int
 from keras_attn.layers.validation import positive_number
 from keras_attn.layers.validation import rate
@@ -15,6 +16,17 @@ from keras_attn.layers.validation import rate
 
 def _clone(initializer):
     return initializer.__class__.from_config(initializer.get_config())
+
+
+def split_attention_outputs(outputs, return_attention_scores, has_cache):
+    """`MultiHeadAttention` returns `out`, `(out, scores)`, `(out, cache)` or
+    `(out, scores, cache)`; this is always `(out, scores, cache)`, with None
+    for what was not asked for."""
+    if not (return_attention_scores or has_cache):
+        return outputs, None, None
+    scores = outputs[1] if return_attention_scores else None
+    cache = outputs[-1] if has_cache else None
+    return outputs[0], scores, cache
 
 
 class TransformerBlock(keras.layers.Layer):
@@ -32,6 +44,7 @@ class TransformerBlock(keras.layers.Layer):
         normalize_first=False,
         num_key_value_heads=None,
         rotary_max_wavelength=None,
+        sliding_window=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -62,6 +75,9 @@ class TransformerBlock(keras.layers.Layer):
         self.rotary_max_wavelength = positive_number(
             rotary_max_wavelength, "rotary_max_wavelength", allow_none=True
         )
+        self.sliding_window = positive_int(
+            sliding_window, "sliding_window", allow_none=True
+        )
         self.supports_masking = True
 
     def _head_dim(self, hidden_dim, name):
@@ -73,7 +89,9 @@ class TransformerBlock(keras.layers.Layer):
             )
         return hidden_dim // self.num_heads
 
-    def _attention(self, hidden_dim, name, rotary=True):
+    def _attention(self, hidden_dim, name, self_attention=True):
+        # Rotary positions and the sliding window concern positions within
+        # one sequence: the self-attention's, never the cross-attention's.
         return MultiHeadAttention(
             num_heads=self.num_heads,
             key_dim=self._head_dim(hidden_dim, "inputs"),
@@ -82,8 +100,9 @@ class TransformerBlock(keras.layers.Layer):
             bias_initializer=_clone(self.bias_initializer),
             num_key_value_heads=self.num_key_value_heads,
             rotary_max_wavelength=(
-                self.rotary_max_wavelength if rotary else None
+                self.rotary_max_wavelength if self_attention else None
             ),
+            sliding_window=self.sliding_window if self_attention else None,
             dtype=self.dtype_policy,
             name=name,
         )
@@ -128,36 +147,32 @@ class TransformerBlock(keras.layers.Layer):
         )
         self._feedforward_dropout = self._dropout("feedforward_dropout")
 
-    def _sublayer(self, x, norm, dropout, body, training):
-        """`x + dropout(body(x))` with the layer norm before (pre-LN) or after
-        (post-LN) it. `body` returns the sublayer output and any extras."""
-        residual = x
-        if self.normalize_first:
-            x = norm(x)
-        out, *extras = body(x)
-        x = dropout(out, training=training) + residual
-        if not self.normalize_first:
-            x = norm(x)
-        return (x, *extras)
+    def _pre_norm(self, norm, x):
+        """The input of a sublayer: `norm(x)` in a pre-LN block, else `x`."""
+        return norm(x) if self.normalize_first else x
+
+    def _add_residual(self, x, update, dropout, norm, training):
+        """`x + dropout(update)`, then `norm` in a post-LN block."""
+        x = x + dropout(update, training=training)
+        return x if self.normalize_first else norm(x)
 
     def _feedforward(self, x, training):
-        def body(x):
-            x = self._feedforward_intermediate_dense(x)
-            return (self._feedforward_output_dense(x),)
-
-        (x,) = self._sublayer(
-            x,
-            self._feedforward_layer_norm,
-            self._feedforward_dropout,
-            body,
+        h = self._pre_norm(self._feedforward_layer_norm, x)
+        h = self._feedforward_intermediate_dense(h)  # (B, L, intermediate_dim)
+        h = self._feedforward_output_dense(h)  # (B, L, D)
+        return self._add_residual(
+            x, h, self._feedforward_dropout, self._feedforward_layer_norm,
             training,
         )
-        return x
+
+    def compute_output_shape(self, inputs_shape):
+        return tuple(inputs_shape)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
+                "dtype": serialized_dtype(self),
                 "intermediate_dim": self.intermediate_dim,
                 "num_heads": self.num_heads,
                 "dropout": self.dropout,
@@ -172,6 +187,7 @@ class TransformerBlock(keras.layers.Layer):
                 "normalize_first": self.normalize_first,
                 "num_key_value_heads": self.num_key_value_heads,
                 "rotary_max_wavelength": self.rotary_max_wavelength,
+                "sliding_window": self.sliding_window,
             }
         )
         return config

@@ -9,20 +9,23 @@ heads, H head size.
 import keras
 from keras import ops
 
+from keras_attn.layers.kv_cache import KVCache
+from keras_attn.layers.kv_cache import cache_length
 from keras_attn.layers.masking import get_keras_mask
 from keras_attn.layers.masking import merge_masks
 from keras_attn.layers.transformer_block import TransformerBlock
+from keras_attn.layers.transformer_block import split_attention_outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
 class TransformerDecoder(TransformerBlock):
-    """A Transformer decoder block, weight-compatible with keras-hub's.
+    """A Transformer decoder block, a drop-in for keras-hub's.
 
-    Same arguments and variables (names, order, shapes) as
-    `keras_hub.layers.TransformerDecoder`, post-LN or pre-LN, so weights
-    copied from a keras-hub block of the same configuration give the same
-    outputs. Calling it with an `encoder_sequence` the first time builds the
-    cross-attention (encoder-decoder); without one it is a decoder-only
+    Same arguments, call arguments, return values and variables (names,
+    order, shapes) as `keras_hub.layers.TransformerDecoder`, post-LN or
+    pre-LN, so weights copy across both ways and give the same outputs at
+    real tokens. Calling it with an `encoder_sequence` the first time builds
+    the cross-attention (encoder-decoder); without one it is a decoder-only
     block. Adds grouped-query attention, optional rotary positions in the
     self-attention, and `return_attention_scores` on every path.
 
@@ -34,17 +37,26 @@ class TransformerDecoder(TransformerBlock):
     of `encoder_sequence` AND `encoder_padding_mask`) hides padded encoder
     tokens from the cross-attention.
 
-    Caches: `self_attention_cache` `(B, 2, S, K, H)` with
-    `self_attention_cache_update_index` (where the T new tokens go; they sit
-    at positions `index + i`), and `cross_attention_cache` `(B, 2, E, K, H)`
-    holding the projected encoder keys/values (with
-    `cross_attention_cache_update_index=None` it is used as is).
+    Caches: `self_attention_cache` with `self_attention_cache_update_index`
+    (where the T new tokens go; they sit at positions `index + i`), and
+    `cross_attention_cache` holding the projected encoder keys/values (with
+    `cross_attention_cache_update_index=None` it is used as is, e.g. from
+    `compute_cross_attention_cache`). Each is a
+    `keras_attn.layers.KVCache` (keys and values `(B, K, S, H)`, heads
+    first; `(B, K, E, H)` for cross-attention), or keras-hub's stacked
+    tensor `(B, 2, S, K, H)`, and comes back updated in the form given.
 
     Args:
         intermediate_dim, num_heads, dropout, activation, layer_norm_epsilon,
         kernel_initializer, bias_initializer, normalize_first,
-        num_key_value_heads, rotary_max_wavelength: as in
-        `keras_attn.layers.TransformerEncoder`.
+        num_key_value_heads, rotary_max_wavelength, sliding_window: as in
+        `keras_attn.layers.TransformerEncoder` (the window limits the
+        causal self-attention to the `sliding_window - 1` tokens before
+        each token, cached decoding included; the cross-attention sees
+        the whole encoder sequence).
+        decoder_sequence_shape, encoder_sequence_shape: optional shapes, as
+            in a keras-hub config; if given, the layer is built from them.
+            Defaults to `None`.
 
     Call arguments:
         decoder_sequence: tensor `(B, T, D)`.
@@ -64,7 +76,16 @@ class TransformerDecoder(TransformerBlock):
     Returns:
         The output `(B, T, D)`; followed, in this order and only when
         requested or given, by the scores dict, the updated self-attention
-        cache and the cross-attention cache (keras-hub's order for caches).
+        cache and the cross-attention cache. Without scores this is
+        keras-hub's convention: `outputs`, `(outputs, self_attention_cache)`
+        or `(outputs, self_attention_cache, cross_attention_cache)`.
+
+    Where it differs from keras-hub, on purpose: as for
+    `keras_attn.layers.TransformerEncoder` (padded queries, masks combined,
+    float32 softmax), plus the scores; and `get_config` holds no build
+    shapes (keras-hub's `decoder_sequence_shape` and `encoder_sequence_shape`
+    are accepted, so its configs load, and build the layer as there). None
+    of keras-hub's own tests of the layer notices a difference.
 
     Example:
 
@@ -75,7 +96,7 @@ class TransformerDecoder(TransformerBlock):
                                                    num_heads=4)
     x = np.random.rand(2, 5, 16).astype("float32")
     y = decoder(x)  # causal self-attention only
-    cache = np.zeros((2, 2, 8, 4, 4), "float32")  # (B, 2, S, K, H)
+    cache = keras_attn.layers.KVCache.zeros(2, 4, 8, 4)  # (B, K, S, H)
     step, cache = decoder(x[:, :1], self_attention_cache=cache,
                           self_attention_cache_update_index=0)
     np.testing.assert_allclose(step, y[:, :1], atol=1e-5)
@@ -84,6 +105,19 @@ class TransformerDecoder(TransformerBlock):
     References:
         Vaswani et al., 2017, https://arxiv.org/abs/1706.03762
     """
+
+    def __init__(
+        self,
+        intermediate_dim,
+        num_heads,
+        decoder_sequence_shape=None,
+        encoder_sequence_shape=None,
+        **kwargs,
+    ):
+        super().__init__(intermediate_dim, num_heads, **kwargs)
+        if decoder_sequence_shape is not None:
+            # A keras-hub config: it builds the layer from these shapes.
+            self.build(decoder_sequence_shape, encoder_sequence_shape)
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         shape = tuple(decoder_sequence_shape)
@@ -99,7 +133,7 @@ class TransformerDecoder(TransformerBlock):
         self._cross_attention_layer = None
         if encoder_sequence_shape is not None:
             self._cross_attention_layer = self._attention(
-                hidden_dim, "cross_attention", rotary=False
+                hidden_dim, "cross_attention", self_attention=False
             )
             self._cross_attention_layer.build(
                 shape, tuple(encoder_sequence_shape)
@@ -123,8 +157,8 @@ class TransformerDecoder(TransformerBlock):
             encoder_sequence: tensor `(B, E, D_enc)`.
 
         Returns:
-            The `cross_attention_cache` `(B, 2, E, K, H)`: keys at index 0,
-            values at index 1.
+            The `cross_attention_cache`, a `keras_attn.layers.KVCache` of
+            keys and values `(B, K, E, H)`.
         """
         if self._cross_attention_layer is None:
             raise ValueError(
@@ -132,12 +166,11 @@ class TransformerDecoder(TransformerBlock):
                 "built without an encoder_sequence)."
             )
         attention = self._cross_attention_layer
-        return ops.stack(
-            [
-                attention.key_dense(encoder_sequence),  # (B, E, K, H)
-                attention.value_dense(encoder_sequence),  # (B, E, K, H)
-            ],
-            axis=1,
+        return KVCache(
+            ops.transpose(attention.key_dense(encoder_sequence),
+                          (0, 2, 1, 3)),  # (B, K, E, H)
+            ops.transpose(attention.value_dense(encoder_sequence),
+                          (0, 2, 1, 3)),  # (B, K, E, H)
         )
 
     def _check_call(self, encoder_sequence, self_cache, cross_cache):
@@ -183,70 +216,144 @@ class TransformerDecoder(TransformerBlock):
         decoder_padding = merge_masks(
             get_keras_mask(decoder_sequence), decoder_padding_mask
         )  # (B, T)
-        scores = {}
-        caches = []
+        x = decoder_sequence
 
-        def attention_body(layer, value, padding, mask, cache, index, key):
-            def body(x):
-                out = layer(
-                    query=x,
-                    value=x if value is None else value,
-                    query_mask=decoder_padding,
-                    value_mask=padding,
-                    attention_mask=mask,
-                    use_causal_mask=use_causal_mask and value is None,
-                    cache=cache,
-                    cache_update_index=index,
-                    return_attention_scores=return_attention_scores,
-                    training=training,
-                )
-                if not isinstance(out, tuple):
-                    return (out,)
-                out, *rest = out
-                if return_attention_scores:
-                    scores[key] = rest.pop(0)
-                caches.extend(rest)
-                return (out,)
-
-            return body
-
-        (x,) = self._sublayer(
-            decoder_sequence,
-            self._self_attention_layer_norm,
-            self._self_attention_dropout,
-            attention_body(
-                self._self_attention_layer,
-                None,
-                decoder_padding,
-                decoder_attention_mask,
-                self_attention_cache,
-                self_attention_cache_update_index,
-                "self_attention",
-            ),
-            training,
+        # Causal self-attention, through the KV cache when one is given:
+        # x = x + attention(norm(x)) (pre-LN), or x = norm(x + attention(x)).
+        h = self._pre_norm(self._self_attention_layer_norm, x)
+        attended = self._self_attention_layer(
+            query=h,
+            value=h,
+            query_mask=decoder_padding,
+            value_mask=decoder_padding,
+            attention_mask=decoder_attention_mask,
+            use_causal_mask=use_causal_mask,
+            cache=self_attention_cache,
+            cache_update_index=self_attention_cache_update_index,
+            return_attention_scores=return_attention_scores,
+            training=training,
         )
+        h, self_scores, self_attention_cache = split_attention_outputs(
+            attended, return_attention_scores, self_attention_cache is not None
+        )  # (B, T, D), (B, N, T, S), the cache
+        x = self._add_residual(
+            x, h, self._self_attention_dropout,
+            self._self_attention_layer_norm, training,
+        )
+        scores = {"self_attention": self_scores}
+
+        # Cross-attention to the encoder outputs (encoder-decoder blocks).
         if self._cross_attention_layer is not None:
             encoder_padding = merge_masks(
                 get_keras_mask(encoder_sequence), encoder_padding_mask
             )  # (B, E)
-            (x,) = self._sublayer(
-                x,
-                self._cross_attention_layer_norm,
-                self._cross_attention_dropout,
-                attention_body(
-                    self._cross_attention_layer,
-                    encoder_sequence,
-                    encoder_padding,
-                    encoder_attention_mask,
-                    cross_attention_cache,
-                    cross_attention_cache_update_index,
-                    "cross_attention",
-                ),
-                training,
+            # Encoder padding as an attention mask, so that it also holds
+            # when the call fills the cross-attention cache (a cache update
+            # ignores `value_mask`, which describes only new tokens).
+            cross_mask = merge_masks(
+                encoder_attention_mask,
+                None if encoder_padding is None else encoder_padding[:, None],
+            )  # (B, T or 1, E)
+            h = self._pre_norm(self._cross_attention_layer_norm, x)
+            attended = self._cross_attention_layer(
+                query=h,
+                value=encoder_sequence,
+                query_mask=decoder_padding,
+                attention_mask=cross_mask,
+                cache=cross_attention_cache,
+                cache_update_index=cross_attention_cache_update_index,
+                return_attention_scores=return_attention_scores,
+                training=training,
             )
+            h, cross_scores, cross_attention_cache = split_attention_outputs(
+                attended,
+                return_attention_scores,
+                cross_attention_cache is not None,
+            )  # (B, T, D), (B, N, T, E), the cache
+            x = self._add_residual(
+                x, h, self._cross_attention_dropout,
+                self._cross_attention_layer_norm, training,
+            )
+            scores["cross_attention"] = cross_scores
+
         x = self._feedforward(x, training)
+        return self._outputs(
+            x,
+            scores if return_attention_scores else None,
+            self_attention_cache,
+            cross_attention_cache,
+        )
+
+    def _outputs(self, x, scores, self_cache, cross_cache):
+        """The documented return structure (see Returns): `x`, then the
+        scores dict if requested, then the caches that were given."""
         outputs = (x,)
-        if return_attention_scores:
+        if scores is not None:
             outputs += (scores,)
-        outputs += tuple(caches)
+        if self_cache is not None:
+            outputs += (self_cache,)
+        if cross_cache is not None:
+            outputs += (cross_cache,)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def compute_output_shape(self, decoder_sequence_shape):
+        return tuple(decoder_sequence_shape)
+
+    def compute_output_spec(
+        self,
+        decoder_sequence,
+        encoder_sequence=None,
+        decoder_padding_mask=None,
+        decoder_attention_mask=None,
+        encoder_padding_mask=None,
+        encoder_attention_mask=None,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        cross_attention_cache=None,
+        cross_attention_cache_update_index=None,
+        use_causal_mask=True,
+        training=None,
+        return_attention_scores=False,
+    ):
+        # Explicit, so that `compute_output_spec` called directly with
+        # float32 inputs on a `mixed_float16` layer (keras-hub's precision
+        # test) answers float16 instead of tracing a float16 + float32 add.
+        if self.built:
+            self._check_call(
+                encoder_sequence, self_attention_cache, cross_attention_cache
+            )
+
+        def spec(shape):
+            return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+        def like(cache):
+            if cache is None:
+                return None
+            return keras.tree.map_structure(lambda t: spec(t.shape), cache)
+
+        batch, length = decoder_sequence.shape[0], decoder_sequence.shape[1]
+        scores = None
+        if return_attention_scores:
+            scores = {
+                "self_attention": spec(
+                    (batch, self.num_heads, length,
+                     _length(self_attention_cache, length))
+                )
+            }
+            if encoder_sequence is not None:
+                scores["cross_attention"] = spec(
+                    (batch, self.num_heads, length,
+                     _length(cross_attention_cache,
+                             encoder_sequence.shape[1]))
+                )
+        return self._outputs(
+            spec(self.compute_output_shape(decoder_sequence.shape)),
+            scores,
+            like(self_attention_cache),
+            like(cross_attention_cache),
+        )
+
+
+def _length(cache, default):
+    """Key length of a cache in either form, or `default` without one."""
+    return default if cache is None else cache_length(cache)

@@ -8,23 +8,33 @@ import keras
 from keras_attn.layers.masking import get_keras_mask
 from keras_attn.layers.masking import merge_masks
 from keras_attn.layers.transformer_block import TransformerBlock
+from keras_attn.layers.transformer_block import split_attention_outputs
 
 
 @keras.saving.register_keras_serializable(package="keras_attn")
 class TransformerEncoder(TransformerBlock):
-    """A Transformer encoder block, weight-compatible with keras-hub's.
+    """A Transformer encoder block, a drop-in for keras-hub's.
 
-    Same arguments and variables (names, order, shapes) as
+    Same arguments, call arguments and variables (names, order, shapes) as
     `keras_hub.layers.TransformerEncoder`, post-LN (`normalize_first=False`,
-    the original Transformer) or pre-LN, so weights copied from a keras-hub
-    block of the same configuration give the same outputs. Adds grouped-query
-    attention (`num_key_value_heads`), optional rotary positions in the
-    attention (`rotary_max_wavelength`), and float16-safe attention.
+    the original Transformer) or pre-LN, so weights copy across both ways and
+    give the same outputs at real tokens. Adds grouped-query attention
+    (`num_key_value_heads`), optional rotary positions in the attention
+    (`rotary_max_wavelength`), and float16-safe attention.
 
     Masking: the padding mask is the AND of the input's Keras mask and
     `padding_mask`; padded tokens are hidden from every query, and padded
     query positions receive no attention output. `attention_mask` (B, L, L)
     combines with it. The output carries the input's Keras mask.
+
+    Where it differs from keras-hub, on purpose: padded query positions get
+    a zero attention update (keras-hub lets them attend; its outputs there
+    are meaningless anyway); an explicit `padding_mask` is combined with the
+    Keras mask instead of replacing it; the softmax runs in float32, so
+    `mixed_float16` stays finite where keras-hub's overflows (inputs of scale
+    100); and the output spec includes the scores when
+    `return_attention_scores=True` (keras-hub's symbolic call drops them).
+    None of keras-hub's own tests of the layer notices a difference.
 
     Args:
         intermediate_dim: int. Width of the feed-forward hidden layer.
@@ -40,6 +50,10 @@ class TransformerEncoder(TransformerBlock):
             attention). Defaults to `num_heads`.
         rotary_max_wavelength: float or `None`. Rotary positions in the
             self-attention if set. Defaults to `None`.
+        sliding_window: int or `None`. If set, a token attends only to
+            tokens less than `sliding_window` positions away
+            (`keras_attn.layers.MultiHeadAttention`'s band). Defaults to
+            `None`: the whole sequence.
 
     Call arguments:
         inputs: tensor `(B, L, D)`.
@@ -96,25 +110,48 @@ class TransformerEncoder(TransformerBlock):
         return_attention_scores=False,
     ):
         padding = merge_masks(get_keras_mask(inputs), padding_mask)  # (B, L)
-
-        def attend(x):
-            out = self._self_attention_layer(
-                query=x,
-                value=x,
+        x = inputs
+        # Self-attention: x = x + attention(norm(x)) (pre-LN), or
+        # x = norm(x + attention(x)) (post-LN).
+        h = self._pre_norm(self._self_attention_layer_norm, x)
+        h, scores, _ = split_attention_outputs(
+            self._self_attention_layer(
+                query=h,
+                value=h,
                 query_mask=padding,
                 value_mask=padding,
                 attention_mask=attention_mask,
                 return_attention_scores=return_attention_scores,
                 training=training,
-            )
-            return out if return_attention_scores else (out,)
-
-        x, *scores = self._sublayer(
-            inputs,
-            self._self_attention_layer_norm,
-            self._self_attention_dropout,
-            attend,
-            training,
+            ),
+            return_attention_scores,
+            has_cache=False,
+        )  # (B, L, D), (B, N, L, L)
+        x = self._add_residual(
+            x, h, self._self_attention_dropout,
+            self._self_attention_layer_norm, training,
         )
         x = self._feedforward(x, training)
-        return (x, scores[0]) if return_attention_scores else x
+        return (x, scores) if return_attention_scores else x
+
+    def compute_output_spec(
+        self,
+        inputs,
+        padding_mask=None,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+    ):
+        # Explicit, so that `compute_output_spec` called directly with
+        # float32 inputs on a `mixed_float16` layer (keras-hub's precision
+        # test) answers float16 instead of tracing a float16 + float32 add.
+        outputs = keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
+        if not return_attention_scores:
+            return outputs
+        batch, length = inputs.shape[0], inputs.shape[1]
+        scores = keras.KerasTensor(
+            (batch, self.num_heads, length, length), dtype=self.compute_dtype
+        )
+        return outputs, scores

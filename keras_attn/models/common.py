@@ -1,14 +1,23 @@
 """What the model builders share (private): argument checks, embeddings,
-stacks of blocks, and the layer names that generation and export rely on.
+stacks of blocks, and their layer names.
 
-Layer-name contract of every builder (generation finds layers by name):
+Layer names of every builder (stable, for checkpoints and layout maps;
+generation and export find layers by structure instead, see
+`keras_attn.models.structure`):
     "{side}_embedding", "{side}_layer_{i}", "{side}_final_layer_norm" (pre-LN
     only), with side "encoder" or "decoder"; "pooling" and
     "classifier_head" (classifier). Language-model logits come from the
     decoder embedding's reverse projection.
+
+Padding (token id 0) reaches the blocks and the pooling as explicit masks
+(`padding_mask(token_ids)`), not only as the embedding's Keras mask: after
+`Model.quantize`, Keras 3.15's quantized `ReversibleEmbedding` (the
+embedding of rotary models) returns no Keras mask, and padded tokens would
+enter the attention and the pooling.
 """
 
 import keras
+from keras import ops
 
 from keras_attn.layers import TokenAndPositionEmbedding
 from keras_attn.layers import TransformerDecoder
@@ -66,7 +75,8 @@ def embedding(side, vocabulary_size, sequence_length, hidden_dim, position,
 
 
 def block_kwargs(num_heads, intermediate_dim, dropout, normalize_first,
-                 num_key_value_heads, position, layer_norm_epsilon):
+                 num_key_value_heads, position, layer_norm_epsilon,
+                 sliding_window=None):
     return dict(
         intermediate_dim=intermediate_dim,
         num_heads=num_heads,
@@ -78,27 +88,40 @@ def block_kwargs(num_heads, intermediate_dim, dropout, normalize_first,
         rotary_max_wavelength=(
             ROTARY_MAX_WAVELENGTH if position == "rotary" else None
         ),
+        sliding_window=sliding_window,
     )
 
 
-def encoder_stack(x, num_layers, block):
+def padding_mask(token_ids):
+    """`token_ids != 0`, `(B, L)`: True at real tokens."""
+    return ops.not_equal(token_ids, 0)
+
+
+def encoder_stack(x, padding, num_layers, block):
     """Embedded tokens -> `num_layers` encoder blocks (-> final norm).
-    `block` is the dict from `block_kwargs`."""
+    `padding` is `padding_mask(token_ids)`; `block` the dict from
+    `block_kwargs`."""
     x = keras.layers.Dropout(block["dropout"],
                              name="encoder_embedding_dropout")(x)
     for i in range(num_layers):
-        x = TransformerEncoder(name=f"encoder_layer_{i}", **block)(x)
+        x = TransformerEncoder(name=f"encoder_layer_{i}", **block)(
+            x, padding_mask=padding)
     return _final_norm(x, "encoder", block)
 
 
-def decoder_stack(x, encoder_outputs, num_layers, block):
+def decoder_stack(x, padding, encoder_outputs, encoder_padding, num_layers,
+                  block):
     """Embedded tokens -> causal decoder blocks (with cross-attention to
     `encoder_outputs` if given) (-> final norm)."""
     x = keras.layers.Dropout(block["dropout"],
                              name="decoder_embedding_dropout")(x)
     for i in range(num_layers):
         layer = TransformerDecoder(name=f"decoder_layer_{i}", **block)
-        x = layer(x) if encoder_outputs is None else layer(x, encoder_outputs)
+        if encoder_outputs is None:
+            x = layer(x, decoder_padding_mask=padding)
+        else:
+            x = layer(x, encoder_outputs, decoder_padding_mask=padding,
+                      encoder_padding_mask=encoder_padding)
     return _final_norm(x, "decoder", block)
 
 

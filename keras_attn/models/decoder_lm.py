@@ -21,6 +21,7 @@ def decoder_lm(
     position="learned",
     tie_weights=True,
     layer_norm_epsilon=1e-5,
+    sliding_window=None,
     name="decoder_lm",
 ):
     """Token ids -> causal Transformer decoder -> next-token logits.
@@ -34,8 +35,8 @@ def decoder_lm(
         sequence_length: int. Training length `L`; with learned positions
             also the longest sequence the model can generate.
         num_layers, hidden_dim, num_heads, intermediate_dim, dropout,
-        num_key_value_heads, position, layer_norm_epsilon: as in
-            `encoder_classifier`.
+        num_key_value_heads, position, layer_norm_epsilon, sliding_window:
+            as in `encoder_classifier`.
         normalize_first: bool. Pre-LN blocks plus a final layer norm (as in
             GPT-2). Defaults to `True`.
         tie_weights: bool. Whether the output projection reuses the token
@@ -69,8 +70,10 @@ def decoder_lm(
                                  hidden_dim, position, tie_weights)
     block = common.block_kwargs(
         num_heads, intermediate_dim, dropout, normalize_first,
-        num_key_value_heads, position, layer_norm_epsilon,
+        num_key_value_heads, position, layer_norm_epsilon, sliding_window,
     )
-    x = common.decoder_stack(embedding(token_ids), None, num_layers, block)
+    x = common.decoder_stack(embedding(token_ids),
+                             common.padding_mask(token_ids), None, None,
+                             num_layers, block)
     logits = common.lm_logits(x, embedding)
     return keras.Model(token_ids, logits, name=name)

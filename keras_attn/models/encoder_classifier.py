@@ -22,6 +22,7 @@ def encoder_classifier(
     num_key_value_heads=None,
     position="learned",
     layer_norm_epsilon=1e-5,
+    sliding_window=None,
     name="encoder_classifier",
 ):
     """Token ids -> Transformer encoder -> masked mean pooling -> logits.
@@ -45,6 +46,9 @@ def encoder_classifier(
         position: `"learned"`, `"sinusoidal"` or `"rotary"`. Defaults to
             `"learned"`.
         layer_norm_epsilon: float. Defaults to `1e-5`.
+        sliding_window: int or `None`. If set, each token attends only to
+            tokens less than `sliding_window` positions away. Defaults to
+            `None`.
         name: str. Model name.
 
     Returns:
@@ -74,10 +78,12 @@ def encoder_classifier(
                          hidden_dim, position)(token_ids)
     block = common.block_kwargs(
         num_heads, intermediate_dim, dropout, normalize_first,
-        num_key_value_heads, position, layer_norm_epsilon,
+        num_key_value_heads, position, layer_norm_epsilon, sliding_window,
     )
-    x = common.encoder_stack(x, num_layers, block)
-    x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)  # masked mean
+    padding = common.padding_mask(token_ids)  # (B, L)
+    x = common.encoder_stack(x, padding, num_layers, block)
+    x = keras.layers.GlobalAveragePooling1D(name="pooling")(
+        x, mask=padding)  # masked mean
     x = keras.layers.Dropout(dropout, name="pooled_dropout")(x)
     logits = keras.layers.Dense(num_classes, dtype="float32",
                                 name="classifier_head")(x)

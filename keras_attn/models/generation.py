@@ -4,10 +4,12 @@ Shape legend: B batch, P prompt length, M buffer length (P + new tokens),
 E source length, Y decoder layers, K key/value heads, H head size,
 D hidden width, V vocabulary.
 
-The decoder runs with a KV cache `(B, Y, 2, M, K, H)`: the prompt is
-processed once (prefill), then each new token costs one decoder step. The
-whole loop (prefill, steps and sampling) is one XLA program, compiled once
-per input shape and reused by later calls.
+The decoder runs with a KV cache, one `keras_attn.layers.KVCache` per
+decoder layer (keys and values `(B, K, M, H)`): the prompt is processed
+once (prefill), then each new token costs one decoder step. The whole loop
+(prefill, steps and sampling) is one XLA program, compiled once per input
+shape and reused by later calls; the per-layer caches pass through
+keras-hub's sampler loop as one nested structure.
 """
 
 import weakref
@@ -17,48 +19,14 @@ import keras_hub
 import numpy as np
 from keras import ops
 
+from keras_attn.layers import KVCache
 from keras_attn.layers import TokenAndPositionEmbedding
+from keras_attn.models.structure import decoder_structure
+from keras_attn.models.structure import table_rows
+from keras_attn_runtime import checks
+from keras_attn_runtime import samplers
 
 SAMPLERS = ("greedy", "top_k", "top_p", "random")
-
-
-def _layers_named(model, prefix):
-    layers, i = [], 0
-    while True:
-        try:
-            layers.append(model.get_layer(f"{prefix}{i}"))
-        except ValueError:
-            return layers
-        i += 1
-
-
-def _optional_layer(model, name):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return None
-
-
-def _vocabulary_size(embedding):
-    """Token count of a builder's embedding: `TokenAndPositionEmbedding`,
-    or the `ReversibleEmbedding` used with rotary positions."""
-    if isinstance(embedding, TokenAndPositionEmbedding):
-        return embedding.vocabulary_size
-    return embedding.input_dim
-
-
-def _per_layer(cache, num_layers):
-    """A stacked `(B, Y, 2, ...)` cache as `Y` layer caches; a list of
-    per-layer `(keys, values)` pairs as it is."""
-    if isinstance(cache, (tuple, list)):
-        if len(cache) != num_layers:
-            raise ValueError(
-                f"A per-layer cache needs one (keys, values) pair for each "
-                f"of the {num_layers} decoder layers. Received: "
-                f"{len(cache)} entries"
-            )
-        return [tuple(pair) for pair in cache]
-    return ops.unstack(cache, num_layers, axis=1)
 
 
 class CachedDecoder:
@@ -66,39 +34,36 @@ class CachedDecoder:
 
     The building block of `generate`, and of on-device generation (the
     TFLite exporter traces `encode`, `call_with_cache` for the prompt, and
-    `call_with_cache` for one token). Layers are found by the names the
-    builders give them.
+    `call_with_cache` for one token). The layers are found by structure
+    (`keras_attn.models.structure.decoder_structure`), not by name.
+
+    The cache is a list of `Y` `keras_attn.layers.KVCache`, one per decoder
+    layer, keys and values `(B, K, M, H)` (heads first): no stacking of the
+    layers' caches, which on TFLite would copy them.
 
     Args:
         model: a model built by `keras_attn.models.decoder_lm` or
-            `keras_attn.models.seq2seq`.
+            `keras_attn.models.seq2seq`, or laid out as they lay it out.
+
+    Raises:
+        TypeError: if `model` is not a `keras.Model`.
+        UnsupportedDecoderError: (a ValueError) for a model without
+            `TransformerDecoder` layers or laid out otherwise.
     """
 
     def __init__(self, model):
-        if not isinstance(model, keras.Model):
-            raise TypeError(
-                "`model` must be a keras.Model built by "
-                "keras_attn.models.decoder_lm or seq2seq. Received: "
-                f"model={type(model).__name__}"
-            )
+        structure = decoder_structure(model)
         self.model = model
-        self.layers = _layers_named(model, "decoder_layer_")
-        self.embedding = _optional_layer(model, "decoder_embedding")
-        if not self.layers or self.embedding is None:
-            raise ValueError(
-                "`model` has no layers named 'decoder_embedding' and "
-                "'decoder_layer_0', ...: build it with "
-                "keras_attn.models.decoder_lm or seq2seq. Received: "
-                f"model={model.name!r}"
-            )
-        self.final_norm = _optional_layer(model, "decoder_final_layer_norm")
-        self.encoder_layers = _layers_named(model, "encoder_layer_")
+        self.token_input = structure.token_input
+        self.embedding = structure.embedding
+        self.layers = structure.layers
+        self.final_norm = structure.final_norm
+        self.encoder_layers = structure.encoder_layers
         self.is_seq2seq = bool(self.encoder_layers)
         if self.is_seq2seq:
-            self.encoder_embedding = model.get_layer("encoder_embedding")
-            self.encoder_final_norm = _optional_layer(
-                model, "encoder_final_layer_norm"
-            )
+            self.encoder_token_input = structure.encoder_token_input
+            self.encoder_embedding = structure.encoder_embedding
+            self.encoder_final_norm = structure.encoder_final_norm
         first = self.layers[0]
         self.num_kv_heads = first.num_key_value_heads or first.num_heads
         if isinstance(self.embedding, TokenAndPositionEmbedding):
@@ -110,25 +75,25 @@ class CachedDecoder:
         else:  # ReversibleEmbedding: rotary positions, no length limit
             hidden_dim = self.embedding.output_dim
             self.max_length = None
-        self.vocabulary_size = _vocabulary_size(self.embedding)
+        self.vocabulary_size = table_rows(self.embedding)
         self.head_dim = hidden_dim // first.num_heads
         self.compute_dtype = first.compute_dtype
 
     def init_cache(self, batch_size, max_length):
-        """Zeros of shape `(B, Y, 2, M, K, H)`."""
-        return ops.zeros(
-            (batch_size, len(self.layers), 2, max_length, self.num_kv_heads,
-             self.head_dim),
-            dtype=self.compute_dtype,
-        )
+        """`Y` empty `KVCache`s, keys and values `(B, K, M, H)`."""
+        return [
+            KVCache.zeros(batch_size, self.num_kv_heads, max_length,
+                          self.head_dim, self.compute_dtype)
+            for _ in self.layers
+        ]
 
     def encode(self, encoder_token_ids):
         """Runs the encoder once (seq2seq only).
 
         Returns:
-            A tuple `(memory (B, E, D), cross_cache (B, Y, 2, E, K, H),
-            encoder_padding_mask (B, E))`, passed as `encoder` to
-            `call_with_cache`.
+            A tuple `(memory (B, E, D), cross caches, encoder_padding_mask
+            (B, E))`, the cross caches a list of `Y` `KVCache`s `(B, K, E,
+            H)`; passed as `encoder` to `call_with_cache`.
         """
         padding = ops.not_equal(encoder_token_ids, 0)  # (B, E)
         x = self.encoder_embedding(encoder_token_ids)
@@ -136,50 +101,53 @@ class CachedDecoder:
             x = layer(x, padding_mask=padding, training=False)
         if self.encoder_final_norm is not None:
             x = self.encoder_final_norm(x)
-        cross = ops.stack(
-            [layer.compute_cross_attention_cache(x) for layer in self.layers],
-            axis=1,
-        )  # (B, Y, 2, E, K, H)
+        cross = [layer.compute_cross_attention_cache(x)
+                 for layer in self.layers]
         return x, cross, padding
+
+    def _check_caches(self, caches, name):
+        if not (isinstance(caches, (list, tuple))
+                and not isinstance(caches, KVCache)
+                and len(caches) == len(self.layers)
+                and all(isinstance(c, KVCache) for c in caches)):
+            raise TypeError(
+                f"Received an invalid value for argument `{name}`, expected "
+                f"a list of {len(self.layers)} keras_attn.layers.KVCache, "
+                "one per decoder layer (see `init_cache`). Received: "
+                f"{name} of type {type(caches).__name__}"
+            )
 
     def call_with_cache(self, token_ids, cache, index, encoder=None):
         """Decoder forward pass for `T` tokens at positions `index ..`.
 
         Args:
             token_ids: int tensor `(B, T)`.
-            cache: `(B, Y, 2, M, K, H)`, or a list of `Y` pairs
-                `(keys (B, M, K, H), values (B, M, K, H))`, one per layer;
-                the new keys/values are written at `index`.
+            cache: a list of `Y` `KVCache`s `(B, K, M, H)`, one per layer
+                (from `init_cache`); the new keys and values are written
+                at `index`.
             index: int or int32 scalar tensor.
-            encoder: the tuple from `encode` (seq2seq), else `None`. Its
-                cross cache may be a list of per-layer pairs too.
+            encoder: the tuple from `encode` (seq2seq), else `None`.
 
         Returns:
             `(logits (B, T, V) float32, hidden (B, T, D), updated cache)`,
-            the cache in the form it was given. The per-layer form has no
-            stacking at all: on TFLite every stack or unstack of the cache
-            is a copy of it.
+            the cache a new list of `Y` `KVCache`s.
         """
+        self._check_caches(cache, "cache")
         if isinstance(self.embedding, TokenAndPositionEmbedding):
             x = self.embedding(token_ids, start_index=index)
         else:
             x = self.embedding(token_ids)
         padding = ops.not_equal(token_ids, 0)
-        # unstack, not cache[:, i]: on TFLite a rank-6 STRIDED_SLICE copies
-        # element by element (about 0.4 ms per layer at M=128, D=256),
-        # UNPACK copies contiguous blocks.
-        stacked = not isinstance(cache, (tuple, list))
-        layer_caches = _per_layer(cache, len(self.layers))
         if encoder is not None:
-            memory, cross, encoder_padding = encoder
-            cross_caches = _per_layer(cross, len(self.layers))
+            memory, cross_caches, encoder_padding = encoder
+            self._check_caches(cross_caches, "encoder[1]")
         caches = []
         for i, layer in enumerate(self.layers):
             if encoder is None:
                 x, layer_cache = layer(
                     x,
                     decoder_padding_mask=padding,
-                    self_attention_cache=layer_caches[i],
+                    self_attention_cache=cache[i],
                     self_attention_cache_update_index=index,
                     training=False,
                 )
@@ -189,7 +157,7 @@ class CachedDecoder:
                     memory,
                     decoder_padding_mask=padding,
                     encoder_padding_mask=encoder_padding,
-                    self_attention_cache=layer_caches[i],
+                    self_attention_cache=cache[i],
                     self_attention_cache_update_index=index,
                     cross_attention_cache=cross_caches[i],
                     training=False,
@@ -197,8 +165,6 @@ class CachedDecoder:
             caches.append(layer_cache)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        if stacked:
-            caches = ops.stack(caches, axis=1)
         return self.logits(x), x, caches
 
     def logits(self, hidden):
@@ -261,6 +227,69 @@ def make_sampler(sampler="greedy", temperature=1.0, top_k=10, top_p=0.9,
     return keras_hub.samplers.RandomSampler(seed=seed, temperature=temperature)
 
 
+def process_logits(logits, tokens, index, repetition_penalty=1.0,
+                   no_repeat_ngram_size=0):
+    """The repetition penalty and the no-repeat n-gram ban, in the loop.
+
+    The same rules as `keras_attn_runtime.samplers.process_logits`, so a
+    model generates alike in Keras and on the device: each token already
+    in the sequence has its logit divided by `repetition_penalty` if
+    positive, multiplied if not (CTRL, Keskar et al. 2019); a token that
+    would complete an n-gram already in the sequence is banned, unless
+    that bans every token.
+
+    Args:
+        logits: float tensor `(B, V)`, padding already masked.
+        tokens: int tensor `(B, M)`; the sequence so far is
+            `tokens[:, :index]` (later positions are ignored).
+        index: int scalar tensor, the position being predicted.
+        repetition_penalty: Python float > 0; 1 changes nothing.
+        no_repeat_ngram_size: Python int >= 0; 0 turns the ban off.
+
+    Returns:
+        The processed logits `(B, V)`.
+    """
+    if repetition_penalty == 1.0 and not no_repeat_ngram_size:
+        return logits
+    batch, length = ops.shape(tokens)[0], ops.shape(tokens)[1]
+    vocabulary = ops.shape(logits)[-1]
+    rows = ops.broadcast_to(ops.arange(batch)[:, None], ops.shape(tokens))
+
+    def counts(token_ids, row_ids, keep):
+        # (B, V) count of the kept (row, token) pairs.
+        keep = ops.broadcast_to(keep, ops.shape(token_ids))
+        indices = ops.stack([ops.reshape(row_ids, [-1]),
+                             ops.reshape(token_ids, [-1])], axis=1)
+        return ops.scatter(indices, ops.reshape(ops.cast(keep, "float32"),
+                                                [-1]), (batch, vocabulary))
+
+    before = ops.arange(length)[None, :] < index  # (1, M)
+    if repetition_penalty != 1.0:
+        seen = counts(tokens, rows, before & ops.not_equal(tokens, 0)) > 0
+        penalized = ops.where(logits > 0, logits / repetition_penalty,
+                              logits * repetition_penalty)
+        logits = ops.where(seen, penalized, logits)
+    n = no_repeat_ngram_size
+    if n:
+        # Windows start at w = 0 .. M-n; window w is the n-gram
+        # tokens[w:w+n], seen if its last token is before `index`, and it
+        # bans its last token if its first n-1 match the last n-1 tokens.
+        windows = length - n + 1
+        start = ops.arange(windows)[None, :]  # (1, W)
+        match = (start + n - 1 < index) & (index >= n - 1)
+        for j in range(n - 1):
+            position = ops.maximum(index - n + 1 + j, 0)
+            last = ops.take(tokens, position, axis=1)  # (B,)
+            match = match & ops.equal(tokens[:, j:j + windows],
+                                      last[:, None])
+        banned = counts(tokens[:, n - 1:], rows[:, n - 1:], match) > 0
+        banned = banned & ops.not_equal(ops.arange(vocabulary), 0)[None]
+        allowed = ops.logical_not(banned) & (logits > -1e8)
+        lift = ops.logical_not(ops.any(allowed, axis=-1, keepdims=True))
+        logits = ops.where(banned & ops.logical_not(lift), -1e9, logits)
+    return logits
+
+
 class _Generator:
     """Per-model state: the decoder view and compiled loops by sampler."""
 
@@ -269,8 +298,9 @@ class _Generator:
         self.compiled = {}
         self.traces = 0
 
-    def _loop(self, sampler, stop_token_ids):
+    def _loop(self, sampler, stop_token_ids, processing):
         decoder = self.decoder
+        repetition_penalty, no_repeat_ngram_size = processing
 
         def loop(buffer, mask, index, encoder_token_ids):
             # Python runs here only while tracing: this counts compilations.
@@ -297,6 +327,9 @@ class _Generator:
                 # Id 0 is padding, never a token to emit: once emitted it
                 # would be masked out of the attention.
                 logits = ops.where(is_padding, -1e9, logits[:, 0])
+                logits = process_logits(logits, prompt, index,
+                                        repetition_penalty,
+                                        no_repeat_ngram_size)
                 return logits, hidden[:, 0], cache
 
             return sampler(
@@ -311,23 +344,25 @@ class _Generator:
 
         return loop
 
-    def compiled_loop(self, sampler_settings, stop_token_ids):
+    def compiled_loop(self, sampler_settings, stop_token_ids,
+                      processing=(1.0, 0)):
         """The compiled loop for these settings, made on first use.
 
         `sampler_settings` is the tuple of `make_sampler` arguments, or a
         sampler instance; equal settings share one sampler (whose seed
-        advances from call to call) and one compiled loop."""
+        advances from call to call) and one compiled loop. `processing` is
+        `(repetition_penalty, no_repeat_ngram_size)`."""
         if isinstance(sampler_settings, keras_hub.samplers.Sampler):
-            key = (id(sampler_settings), stop_token_ids)
+            key = (id(sampler_settings), stop_token_ids, processing)
         else:
-            key = (sampler_settings, stop_token_ids)
+            key = (sampler_settings, stop_token_ids, processing)
         if key in self.compiled:
             return self.compiled[key][1]
         if isinstance(sampler_settings, keras_hub.samplers.Sampler):
             sampler = sampler_settings
         else:
             sampler = make_sampler(*sampler_settings)
-        loop = self._loop(sampler, stop_token_ids)
+        loop = self._loop(sampler, stop_token_ids, processing)
         backend = keras.backend.backend()
         if backend == "tensorflow":
             import tensorflow as tf
@@ -438,6 +473,8 @@ def generate(
     top_k=10,
     top_p=0.9,
     seed=None,
+    repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
 ):
     """Generates tokens with a KV cache, one compiled loop per shape.
 
@@ -460,6 +497,14 @@ def generate(
             token; the loop ends when every row is.
         temperature, top_k, top_p, seed: sampler settings (see
             `make_sampler`); temperature 0 is greedy.
+        repetition_penalty: float > 0. Tokens already in the row (prompt
+            included) have their logits divided by it if positive,
+            multiplied if not; 1 (the default) changes nothing.
+        no_repeat_ngram_size: int >= 0. With n > 0, no n-gram appears
+            twice in a row's prompt plus output (unless that would ban
+            every token); 0 (the default) turns it off. Both follow
+            `keras_attn_runtime.samplers.process_logits`, so the device
+            runtime generates alike.
 
     Returns:
         Int32 NumPy array `(B, max_new_tokens)` of generated ids, 0 after a
@@ -506,7 +551,7 @@ def generate(
             )
         encoder_ids, _ = _check_prompt(
             encoder_token_ids,
-            _vocabulary_size(decoder.encoder_embedding),
+            table_rows(decoder.encoder_embedding),
             name="encoder_token_ids",
         )
         if len(encoder_ids) != batch:
@@ -522,8 +567,13 @@ def generate(
     if not isinstance(sampler, keras_hub.samplers.Sampler):
         make_sampler(sampler, temperature, top_k, top_p, seed)  # validates
         sampler = (sampler, temperature, top_k, top_p, seed)
+    processing = (
+        samplers.check_repetition_penalty(repetition_penalty),
+        checks.non_negative_int(no_repeat_ngram_size,
+                                "no_repeat_ngram_size"),
+    )
     stop = None if stop_token_id is None else (int(stop_token_id),)
-    loop = state.compiled_loop(sampler, stop)
+    loop = state.compiled_loop(sampler, stop, processing)
 
     buffer = np.zeros((batch, total), "int32")
     buffer[:, :prompt_length] = prompt

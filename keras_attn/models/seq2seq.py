@@ -24,6 +24,7 @@ def seq2seq(
     position="learned",
     tie_weights=True,
     layer_norm_epsilon=1e-5,
+    sliding_window=None,
     name="seq2seq",
 ):
     """Source ids -> encoder; target ids -> decoder with cross-attention.
@@ -39,8 +40,8 @@ def seq2seq(
         source_length, target_length: int. Padded lengths `E` and `T`.
         num_layers: int. Encoder blocks and decoder blocks (each).
         hidden_dim, num_heads, intermediate_dim, dropout, normalize_first,
-        num_key_value_heads, position, layer_norm_epsilon: as in
-            `encoder_classifier`.
+        num_key_value_heads, position, layer_norm_epsilon, sliding_window:
+            as in `encoder_classifier`.
         tie_weights: bool. Whether the output projection reuses the target
             embedding matrix. Defaults to `True`.
         name: str. Model name.
@@ -72,7 +73,7 @@ def seq2seq(
     )
     block = common.block_kwargs(
         num_heads, intermediate_dim, dropout, normalize_first,
-        num_key_value_heads, position, layer_norm_epsilon,
+        num_key_value_heads, position, layer_norm_epsilon, sliding_window,
     )
     encoder_ids = keras.Input((source_length,), dtype="int32",
                               name="encoder_token_ids")
@@ -80,11 +81,15 @@ def seq2seq(
                               name="decoder_token_ids")
     source = common.embedding("encoder", source_vocabulary_size,
                               source_length, hidden_dim, position)
-    memory = common.encoder_stack(source(encoder_ids), num_layers, block)
+    encoder_padding = common.padding_mask(encoder_ids)  # (B, E)
+    memory = common.encoder_stack(source(encoder_ids), encoder_padding,
+                                  num_layers, block)
     target = common.embedding("decoder", target_vocabulary_size,
                               target_length, hidden_dim, position,
                               tie_weights)
-    x = common.decoder_stack(target(decoder_ids), memory, num_layers, block)
+    x = common.decoder_stack(target(decoder_ids),
+                             common.padding_mask(decoder_ids), memory,
+                             encoder_padding, num_layers, block)
     logits = common.lm_logits(x, target)
     return keras.Model(
         {"encoder_token_ids": encoder_ids, "decoder_token_ids": decoder_ids},

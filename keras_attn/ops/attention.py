@@ -22,6 +22,9 @@ from keras import ops
 _MASKED_LOGIT = -1e9
 
 IMPLEMENTATIONS = ("fused", "explicit")
+# Key/value layouts: sequence first (the query's own layout) or heads first
+# (the KV cache's, `keras_attn.layers.KVCache`).
+KV_LAYOUTS = ("BSKH", "BKSH")
 
 
 def causal_mask(query_length, key_length, offset=None):
@@ -49,6 +52,51 @@ def causal_mask(query_length, key_length, offset=None):
     return ops.expand_dims(rows, 1) >= ops.expand_dims(cols, 0)  # (T, S)
 
 
+def sliding_window_mask(query_length, key_length, window, offset=None):
+    """Boolean sliding-window mask of shape `(T, S)`.
+
+    Query `i` sits at absolute position `offset + i` and may attend to key
+    `j` when `|offset + i - j| < window`: a symmetric band, as in
+    `keras.layers.MultiHeadAttention(sliding_window=...)`. Combined with a
+    causal mask it leaves each query itself and the `window - 1` keys before
+    it (Mistral, Gemma, Phi-3). Absolute positions make cached decoding with
+    a window equal the full pass with the same window.
+
+    Args:
+        query_length: int or scalar tensor. `T`.
+        key_length: int or scalar tensor. `S`.
+        window: positive int. The band's width on each side, counting the
+            query's own position.
+        offset: int, scalar tensor or `None`. Absolute position of the first
+            query. Defaults to `key_length - query_length` (bottom-right, as
+            `causal_mask`).
+
+    Returns:
+        A boolean tensor of shape `(query_length, key_length)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras import ops
+    from keras_attn.ops import causal_mask, sliding_window_mask
+    mask = ops.logical_and(causal_mask(4, 4), sliding_window_mask(4, 4, 2))
+    assert ops.convert_to_numpy(mask).tolist() == [
+        [True, False, False, False],
+        [True, True, False, False],
+        [False, True, True, False],
+        [False, False, True, True],
+    ]
+    ```
+    """
+    if offset is None:
+        offset = key_length - query_length
+    rows = ops.arange(query_length, dtype="int32") + ops.cast(offset, "int32")
+    cols = ops.arange(key_length, dtype="int32")
+    distance = ops.expand_dims(rows, 1) - ops.expand_dims(cols, 0)  # (T, S)
+    return ops.less(ops.abs(distance), window)
+
+
 def static_size(dim):
     """A dimension as a Python int, or None if unknown at trace time (None,
     or a symbolic size such as JAX's shape-polymorphic batch)."""
@@ -59,12 +107,23 @@ def _static_dim(x, axis):
     return static_size(x.shape[axis])
 
 
-def _validate_inputs(query, key, value):
-    for name, x in (("query", query), ("key", key), ("value", value)):
+def _validate_inputs(query, key, value, kv_layout):
+    if kv_layout not in KV_LAYOUTS:
+        raise ValueError(
+            "Received an invalid value for argument `kv_layout`, expected "
+            f"one of {KV_LAYOUTS}. Received: kv_layout={kv_layout!r}"
+        )
+    kv_axes = ("(batch, length, heads, head_dim)" if kv_layout == "BSKH"
+               else "(batch, heads, length, head_dim)")
+    for name, x, axes in (
+        ("query", query, "(batch, length, heads, head_dim)"),
+        ("key", key, kv_axes),
+        ("value", value, kv_axes),
+    ):
         if len(x.shape) != 4:
             raise ValueError(
-                f"`{name}` must have rank 4, shaped (batch, length, heads, "
-                f"head_dim). Received: {name}.shape={tuple(x.shape)}"
+                f"`{name}` must have rank 4, shaped {axes}. "
+                f"Received: {name}.shape={tuple(x.shape)}"
             )
     q_dim, k_dim = _static_dim(query, -1), _static_dim(key, -1)
     if q_dim is not None and k_dim is not None and q_dim != k_dim:
@@ -72,7 +131,9 @@ def _validate_inputs(query, key, value):
             "The last dimension of `query` and `key` must be equal. Received: "
             f"query.shape={tuple(query.shape)}, key.shape={tuple(key.shape)}"
         )
-    for axis, what in ((0, "batch"), (1, "length"), (2, "heads")):
+    length_axis, heads_axis = _kv_axes(kv_layout)
+    for axis, what in ((0, "batch"), (length_axis, "length"),
+                       (heads_axis, "heads")):
         k_d, v_d = _static_dim(key, axis), _static_dim(value, axis)
         if k_d is not None and v_d is not None and k_d != v_d:
             raise ValueError(
@@ -80,12 +141,17 @@ def _validate_inputs(query, key, value):
                 f"Received: key.shape={tuple(key.shape)}, "
                 f"value.shape={tuple(value.shape)}"
             )
-    n, k = _static_dim(query, 2), _static_dim(key, 2)
+    n, k = _static_dim(query, 2), _static_dim(key, heads_axis)
     if n is not None and k is not None and n % k != 0:
         raise ValueError(
             "The number of query heads must be a multiple of the number of "
             f"key/value heads. Received: query heads={n}, key/value heads={k}"
         )
+
+
+def _kv_axes(kv_layout):
+    """`(length axis, heads axis)` of keys and values in `kv_layout`."""
+    return (1, 2) if kv_layout == "BSKH" else (2, 1)
 
 
 def _as_rank4_mask(mask, name, query_length, key_length):
@@ -126,6 +192,8 @@ def select_implementation(
     implementation=None,
     key_head_dim=None,
     value_head_dim=None,
+    flash_attention=None,
+    kv_layout="BSKH",
 ):
     """Which attention path `scaled_dot_product_attention` takes.
 
@@ -133,7 +201,10 @@ def select_implementation(
     kernels on GPU and fused kernels on TPU. It cannot return the weights or
     apply dropout to them, and for float16 inputs some backends compute the
     logits in float16, where they overflow, so those cases take the explicit
-    path, which computes logits and softmax in float32.
+    path, which computes logits and softmax in float32. Heads-first keys
+    and values (`kv_layout="BKSH"`, a KV cache) take the explicit path
+    unless the fused one is asked for: the explicit path reads them in
+    place, the fused op would need them transposed (a copy of the cache).
 
     Args:
         dtype: the compute dtype of the query.
@@ -144,10 +215,29 @@ def select_implementation(
             `"fused"` raises if the fused path cannot honour the request.
         key_head_dim, value_head_dim: int or `None`. Head sizes `H` and `V`;
             Keras's fused op on JAX needs them equal.
+        flash_attention: `None`, `True` or `False`, passed to
+            `keras.ops.dot_product_attention`. `True` needs the fused path
+            (flash kernels keep float16 logits safe: they accumulate in
+            float32), so it raises where `implementation="fused"` would.
+        kv_layout: `"BSKH"` or `"BKSH"`, the layout of the keys and values
+            (see `scaled_dot_product_attention`). Defaults to `"BSKH"`.
 
     Returns:
         `"fused"` or `"explicit"`.
     """
+    if flash_attention not in (None, True, False):
+        raise ValueError(
+            "Received an invalid value for argument `flash_attention`, "
+            "expected None, True or False. "
+            f"Received: flash_attention={flash_attention!r}"
+        )
+    if flash_attention:
+        if implementation == "explicit":
+            raise ValueError(
+                "`flash_attention=True` needs the fused path. Received: "
+                "implementation='explicit'"
+            )
+        implementation = "fused"
     if implementation not in (None,) + IMPLEMENTATIONS:
         raise ValueError(
             "Received an invalid value for argument `implementation`, "
@@ -159,20 +249,23 @@ def select_implementation(
         reasons.append("return_weights=True")
     if dropout_rate > 0.0 and training:
         reasons.append("dropout in training")
-    if keras.backend.standardize_dtype(dtype) == "float16":
+    if keras.backend.standardize_dtype(dtype) == "float16" and not (
+        flash_attention
+    ):
         reasons.append("float16 logits could overflow")
     if None not in (key_head_dim, value_head_dim) and (
         key_head_dim != value_head_dim
     ):
         reasons.append("value head size differs from key head size")
     if implementation == "fused" and reasons:
+        what = ("`flash_attention=True`" if flash_attention
+                else "`implementation='fused'`")
         raise ValueError(
-            "`implementation='fused'` cannot be used here: "
-            + ", ".join(reasons)
+            f"{what} cannot be used here: " + ", ".join(reasons)
         )
     if implementation is not None:
         return implementation
-    return "explicit" if reasons else "fused"
+    return "explicit" if reasons or kv_layout == "BKSH" else "fused"
 
 
 def scaled_dot_product_attention(
@@ -188,19 +281,30 @@ def scaled_dot_product_attention(
     seed=None,
     return_weights=False,
     implementation=None,
+    sliding_window=None,
+    query_offset=None,
+    flash_attention=None,
+    kv_layout="BSKH",
 ):
     """softmax(Q K^T / sqrt(d_k)) V, exactly as the textbook writes it.
 
     `key` and `value` may have fewer heads than `query` (grouped-query
     attention, or multi-query with one head): query head `n` uses key/value
-    head `n // (N // K)`.
+    head `n // (N // K)`. They are laid out as the query, `(B, S, K, H)`,
+    or heads first, `(B, K, S, H)` with `kv_layout="BKSH"`: the layout of
+    a KV cache (`keras_attn.layers.KVCache`), which the explicit path reads
+    without transposing it.
 
     Masking: `mask` is boolean, `True` where a query may attend to a key,
     broadcastable to `(B, N, T, S)`; rank 2 `(T, S)` and rank 3 `(B, T, S)`
-    masks are accepted too. `is_causal=True` adds a causal mask aligned
-    bottom-right when `T < S`, so the last query sees every key (the layout of
-    cached decoding). A query row with no key to attend to returns zeros (and
-    finite gradients), never NaN.
+    masks are accepted too. `is_causal=True` adds a causal mask and
+    `sliding_window=w` a band `|position of query - position of key| < w`.
+    Both use absolute positions: query `i` sits at `query_offset + i`, key `j`
+    at `j`. The default `query_offset = S - T` aligns them bottom-right, so
+    the last query sees every key (the layout of cached decoding); pass the
+    cache write index for decoding, `0` for Keras's top-left alignment. A
+    query row with no key to attend to returns zeros (and finite
+    gradients), never NaN.
 
     Numerics: whatever the compute dtype, the explicit path multiplies the
     query by the scale and computes logits and softmax in float32, so float16
@@ -208,8 +312,8 @@ def scaled_dot_product_attention(
 
     Args:
         query: tensor of shape `(B, T, N, H)`.
-        key: tensor of shape `(B, S, K, H)`.
-        value: tensor of shape `(B, S, K, V)`.
+        key: tensor of shape `(B, S, K, H)` (`(B, K, S, H)` heads first).
+        value: tensor of shape `(B, S, K, V)` (`(B, K, S, V)` heads first).
         mask: optional boolean tensor broadcastable to `(B, N, T, S)`.
         bias: optional additive float tensor broadcastable to `(B, N, T, S)`.
         is_causal: bool. Whether to apply a causal mask. Defaults to `False`.
@@ -223,6 +327,18 @@ def scaled_dot_product_attention(
             Defaults to `False`.
         implementation: `None` (choose), `"fused"` or `"explicit"`; see
             `select_implementation`.
+        sliding_window: positive int or `None`. If set, query and key must
+            be less than `sliding_window` positions apart. Defaults to
+            `None` (no window).
+        query_offset: int, scalar tensor or `None`. Absolute position of the
+            first query, for `is_causal` and `sliding_window`. Defaults to
+            `S - T`.
+        flash_attention: `None`, `True` or `False`, passed to
+            `keras.ops.dot_product_attention` on the fused path; `True`
+            forces that path (see `select_implementation`). Defaults to
+            `None` (the backend decides).
+        kv_layout: `"BSKH"` (keys and values `(B, S, K, H)`) or `"BKSH"`
+            (heads first, `(B, K, S, H)`). Defaults to `"BSKH"`.
 
     Returns:
         The output of shape `(B, T, N, V)`; with `return_weights=True`, the
@@ -247,7 +363,7 @@ def scaled_dot_product_attention(
     query = ops.convert_to_tensor(query)
     key = ops.convert_to_tensor(key)
     value = ops.convert_to_tensor(value)
-    _validate_inputs(query, key, value)
+    _validate_inputs(query, key, value, kv_layout)
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(
             "Received an invalid value for argument `dropout_rate`, expected "
@@ -263,13 +379,29 @@ def scaled_dot_product_attention(
         scale = 1.0 / math.sqrt(head_dim)
     compute_dtype = query.dtype
     batch, query_length, num_heads = ops.shape(query)[:3]
-    key_length, num_kv_heads = ops.shape(key)[1:3]
+    length_axis, heads_axis = _kv_axes(kv_layout)
+    key_length = ops.shape(key)[length_axis]
+    num_kv_heads = ops.shape(key)[heads_axis]
 
     if mask is not None:
         mask = _as_rank4_mask(mask, "mask", query_length, key_length)
     if is_causal:
-        causal = causal_mask(query_length, key_length)[None, None]
+        causal = causal_mask(query_length, key_length, query_offset)
+        causal = causal[None, None]  # (1, 1, T, S)
         mask = causal if mask is None else ops.logical_and(mask, causal)
+    if sliding_window is not None:
+        if not (isinstance(sliding_window, (int, np.integer))
+                and not isinstance(sliding_window, bool)
+                and sliding_window > 0):
+            raise ValueError(
+                "Received an invalid value for argument `sliding_window`, "
+                "expected a positive integer or None. "
+                f"Received: sliding_window={sliding_window!r}"
+            )
+        window = sliding_window_mask(
+            query_length, key_length, sliding_window, query_offset
+        )[None, None]  # (1, 1, T, S)
+        mask = window if mask is None else ops.logical_and(mask, window)
 
     path = select_implementation(
         compute_dtype,
@@ -279,8 +411,13 @@ def scaled_dot_product_attention(
         implementation,
         key_head_dim=head_dim,
         value_head_dim=_static_dim(value, -1),
+        flash_attention=flash_attention,
+        kv_layout=kv_layout,
     )
     if path == "fused":
+        if kv_layout == "BKSH":  # the fused op takes (B, S, K, H)
+            key = ops.transpose(key, (0, 2, 1, 3))
+            value = ops.transpose(value, (0, 2, 1, 3))
         if keras.backend.backend() == "tensorflow" and (
             _static_dim(key, 2) == 1 and _static_dim(query, 2) != 1
         ):
@@ -289,24 +426,47 @@ def scaled_dot_product_attention(
             # broadcast K == 1 (multi-query): repeat here.
             key = ops.repeat(key, _static_dim(query, 2), axis=2)
             value = ops.repeat(value, _static_dim(query, 2), axis=2)
+        fused_mask = mask
+        if mask is not None and keras.backend.backend() == "tensorflow":
+            # The mask as an additive bias: Keras's TensorFlow op would AND
+            # it with a (B, N, T, S) constant of ones and SELECT; on TFLite
+            # that constant is stored in the file and SELECT_V2 splits the
+            # XNNPACK partition at every layer, while ADD stays inside it.
+            # Same weights: exp(logit - 1e9) is 0 in float32.
+            mask_bias = ops.cast(
+                ops.where(mask, 0.0, _MASKED_LOGIT), query.dtype
+            )  # (B|1, N|1, T, S); float16 never takes the fused path
+            bias = mask_bias if bias is None else bias + mask_bias
+            fused_mask = None
         output = ops.dot_product_attention(
-            query, key, value, bias=bias, mask=mask, scale=scale
+            query, key, value, bias=bias, mask=fused_mask, scale=scale,
+            flash_attention=flash_attention,
         )  # (B, T, N, V)
         if mask is not None:
             has_key = ops.any(mask, axis=-1)  # (B|1, N|1, T)
             has_key = ops.transpose(has_key, (0, 2, 1))[..., None]
-            output = ops.where(has_key, output, ops.zeros_like(output))
+            # A multiply, not a select (same values: the output is finite):
+            # it stays inside the XNNPACK partition on TFLite.
+            output = output * ops.cast(has_key, output.dtype)
         return output
 
     # Explicit path. Heads are grouped as N = K * G so grouped-query attention
-    # needs no copies of the keys and values.
+    # needs no copies of the keys and values. `kv` names the key/value axes
+    # in their layout: heads-first keys are contracted in place (a batched
+    # matmul over B * K), only the query and the output move.
+    kv = "bskh" if kv_layout == "BSKH" else "bksh"
     groups = num_heads // num_kv_heads
     q = ops.cast(query, "float32") * ops.cast(scale, "float32")
     q = ops.reshape(
         q, (batch, query_length, num_kv_heads, groups, -1)
     )  # (B, T, K, G, H)
-    k = ops.cast(key, "float32")  # (B, S, K, H)
-    logits = ops.einsum("btkgh,bskh->bkgts", q, k)  # (B, K, G, T, S)
+    q_axes = "btkgh"
+    if kv_layout == "BKSH":
+        # Laid out as the logits: one batched matmul, no transposed logits.
+        q = ops.transpose(q, (0, 2, 3, 1, 4))  # (B, K, G, T, H)
+        q_axes = "bkgth"
+    k = ops.cast(key, "float32")  # (B, S, K, H) or (B, K, S, H)
+    logits = ops.einsum(f"{q_axes},{kv}->bkgts", q, k)  # (B, K, G, T, S)
     logits = ops.reshape(
         logits, (batch, num_heads, query_length, key_length)
     )  # (B, N, T, S)
@@ -330,7 +490,7 @@ def scaled_dot_product_attention(
         attended, (batch, num_kv_heads, groups, query_length, key_length)
     )  # (B, K, G, T, S)
     output = ops.einsum(
-        "bkgts,bskv->btkgv", attended, ops.cast(value, compute_dtype)
+        f"bkgts,{kv[:-1]}v->btkgv", attended, ops.cast(value, compute_dtype)
     )  # (B, T, K, G, V)
     output = ops.reshape(
         output, (batch, query_length, num_heads, -1)

@@ -71,6 +71,13 @@ def wait(processes, status=0):
     return sorted(reports, key=lambda r: r["process_id"])
 
 
+# The chief backs up and keeps the best model; every other worker only
+# restores. All keep the learning rate a resumed run had reached.
+CHIEF_CALLBACKS = ["BackupAndRestore", "KeepLearningRate",
+                   "BestModelCheckpoint"]
+WORKER_CALLBACKS = ["RestoreOnly", "KeepLearningRate"]
+
+
 def assert_same_weights(path, reference):
     got, want = np.load(path), np.load(reference)
     assert sorted(got.files) == sorted(want.files)
@@ -92,8 +99,8 @@ def reference_run(backend, tmp_path):
 
 def check_finished_run(run, reports, reference, reference_dir):
     chief, other = reports
-    assert chief["callbacks"] == ["BackupAndRestore", "BestModelCheckpoint"]
-    assert other["callbacks"] == ["RestoreOnly"]
+    assert chief["callbacks"] == CHIEF_CALLBACKS
+    assert other["callbacks"] == WORKER_CALLBACKS
     assert chief["epochs"] == other["epochs"] == [1]  # resumed, not redone
     np.testing.assert_allclose(chief["loss"], reference["loss"][1:],
                                atol=TOLERANCE)
@@ -150,7 +157,7 @@ def test_jax_multi_process_data_then_model_parallel_resume(tmp_path):
         "1"], devices=2), status=STOPPED)
     assert [r["replicas"] for r in crashed] == [4, 4]
     assert [r["callbacks"] for r in crashed] == [
-        ["BackupAndRestore", "BestModelCheckpoint"], ["RestoreOnly"]]
+        CHIEF_CALLBACKS, WORKER_CALLBACKS]
     assert sorted(os.listdir(run / "backup")) == [
         "latest.weights.h5", "training_metadata.json"]
 

@@ -69,23 +69,24 @@ def _standard(tmp_path):
                                        tensorboard=True)
 
 
-def test_the_chief_keeps_every_callback():
+def test_the_chief_keeps_every_callback(tmp_path):
     setup = distribution.DistributionSetup("data")
-    callbacks = _standard("unused") + [keras.callbacks.EarlyStopping()]
+    callbacks = _standard(tmp_path) + [keras.callbacks.EarlyStopping()]
     assert setup.callbacks(callbacks) == callbacks
 
 
-def test_other_processes_keep_no_writer():
+def test_other_processes_keep_no_writer(tmp_path):
     setup = distribution.DistributionSetup("data")
     setup.is_chief = False
     stop = keras.callbacks.EarlyStopping()
     extra = [stop, keras.callbacks.CSVLogger("x.csv"),
              keras.callbacks.ModelCheckpoint("x.keras")]
-    kept = setup.callbacks(_standard("run") + extra)
-    assert [type(c).__name__ for c in kept] == ["RestoreOnly",
-                                                "EarlyStopping"]
-    assert kept[0].backup_dir == os.path.join("run", "backup")
-    assert kept[1] is stop
+    kept = setup.callbacks(_standard(tmp_path / "run") + extra)
+    # The restore first, then the compiled learning rate set again.
+    assert [type(c).__name__ for c in kept] == [
+        "RestoreOnly", "KeepLearningRate", "EarlyStopping"]
+    assert kept[0].backup_dir == os.path.join(tmp_path, "run", "backup")
+    assert kept[2] is stop
 
 
 def _model():

@@ -53,7 +53,26 @@ def _device_greedy(path, prompt, new_tokens, source=None):
     return tokens
 
 
-def _check_ops(path, kv_cache):
+def _transposed_shapes(path, signature):
+    """Input shapes of the TRANSPOSE ops of one signature's subgraph, read
+    with LiteRT's flatbuffer schema."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(open(path, "rb").read(), 0)
+    transpose = schema.BuiltinOperator.TRANSPOSE
+    for i in range(model.SignatureDefsLength()):
+        if model.SignatureDefs(i).SignatureKey().decode() == signature:
+            graph = model.Subgraphs(model.SignatureDefs(i).SubgraphIndex())
+    shapes = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == transpose:
+            shapes.append(graph.Tensors(op.Inputs(0)).ShapeAsNumpy().tolist())
+    return shapes
+
+
+def _check_ops(path, kv_cache, max_length):
     ops = tflite_ops(path)
     assert "DYNAMIC_UPDATE_SLICE" in ops
     assert not [op for op in ops if op.startswith("FLEX")
@@ -62,6 +81,10 @@ def _check_ops(path, kv_cache):
     # STRIDED_SLICE is a slow per-element copy on TFLite).
     if kv_cache == "variables":
         assert {"READ_VARIABLE", "ASSIGN_VARIABLE"} <= set(ops), ops
+    # The heads-first cache is attended in place: no tensor as long as the
+    # cache (M is no other size of the test models) is transposed per token.
+    assert not [shape for shape in _transposed_shapes(path, "decode")
+                if max_length in shape]
 
 
 @pytest.mark.parametrize("kv_cache", ["variables", "tensors"])
@@ -71,13 +94,28 @@ def test_decoder_lm_on_device_equals_keras_greedy(kv_cache, tmp_path):
     # sample_prompts=[]: this test checks the parity itself.
     path = export_generator_tflite(lm, tmp_path / "lm.tflite", max_length=40,
                                    kv_cache=kv_cache, sample_prompts=[]).path
-    _check_ops(path, kv_cache)
+    _check_ops(path, kv_cache, 40)
     prompt = [3, 4, 5, 6, 7]
     expected = recompute_greedy(lm, prompt, 32)
     assert _device_greedy(path, prompt, 32) == expected
     # A second sequence in the same file starts afresh.
     assert _device_greedy(path, [9, 8], 32) == recompute_greedy(
         lm, [9, 8], 32)
+
+
+@pytest.mark.large
+def test_sliding_window_lm_on_device_equals_keras_greedy(tmp_path):
+    """A windowed decoder_lm keeps its window on the device: the cached
+    decode steps equal the Keras model re-run over the whole window."""
+    lm = models.decoder_lm(60, 24, num_layers=2, hidden_dim=16, num_heads=4,
+                           num_key_value_heads=2, dropout=0.0,
+                           position="rotary", sliding_window=4)
+    path = export_generator_tflite(lm, tmp_path / "lm.tflite", max_length=24,
+                                   sample_prompts=[]).path
+    _check_ops(path, "variables")
+    prompt = [3, 4, 5, 6, 7, 8]
+    assert _device_greedy(path, prompt, 18) == recompute_greedy(
+        lm, prompt, 18)
 
 
 @pytest.mark.parametrize("kv_cache", ["variables", "tensors"])
@@ -87,7 +125,7 @@ def test_seq2seq_on_device_equals_keras_greedy(kv_cache, tmp_path):
     path = export_generator_tflite(model, tmp_path / "s2s.tflite",
                                    max_length=20, kv_cache=kv_cache,
                                    sample_prompts=[]).path
-    _check_ops(path, kv_cache)
+    _check_ops(path, kv_cache, 20)
     for source in ([5, 6, 7, 8, 9, 0, 0, 0], [11, 12, 0, 0, 0, 0, 0, 0]):
         expected = recompute_greedy(model, [1], 19, source)
         assert _device_greedy(path, [1], 19, source) == expected
@@ -101,7 +139,7 @@ def test_quantized_stateful_generator_converts(tmp_path):
                                        max_length=16,
                                        quantization=quantization,
                                        sample_prompts=[]).path
-        _check_ops(path, "variables")
+        _check_ops(path, "variables", 16)
         assert len(_device_greedy(path, [3, 4], 8)) == 8
 
 

@@ -283,7 +283,7 @@ def test_prefill_logits_match_keras(tmp_path):
     padded = np.zeros((1, LENGTH), "int32")
     padded[:, :12] = ids
     assert_allclose(out["logits"], to_numpy(model(padded))[:, 6], atol=1e-5)
-    assert out["cache"].shape == (1, 1, 2, 12, 2, 8)
+    assert out["cache"].shape == (1, 1, 2, 2, 12, 8)  # (1, Y, 2, K, M, H)
 
 
 def test_generation_max_length_is_checked(tmp_path):
@@ -310,7 +310,7 @@ def test_decoder_model_of_its_own_gets_serving_and_a_warning(tmp_path):
     x = keras_attn.layers.TransformerDecoder(32, 2, name="block")(x)
     model = keras.Model(ids, keras.layers.Dense(VOCABULARY)(x))
     with pytest.warns(UserWarning, match="`serving_default` only, no "
-                      "generation signatures: .*decoder_embedding"):
+                      "generation signatures: .*read by Embedding 'tokens'"):
         path = export_saved_model(model, tmp_path / "own")
     inputs = sample_inputs("decoder_lm")
     loaded = tf.saved_model.load(path)
@@ -318,5 +318,5 @@ def test_decoder_model_of_its_own_gets_serving_and_a_warning(tmp_path):
     (outputs,) = loaded.signatures["serving_default"](
         token_ids=inputs).values()
     assert_allclose(outputs, model(inputs), atol=1e-5)
-    with pytest.raises(ValueError, match="decoder_embedding"):
+    with pytest.raises(ValueError, match="read by Embedding 'tokens'"):
         export_saved_model(model, tmp_path / "again", max_length=8)

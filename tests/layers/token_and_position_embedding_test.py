@@ -43,6 +43,34 @@ def test_same_weights_same_outputs_as_keras_hub(tie_weights):
     assert_allclose(ours(IDS), theirs(IDS), atol=0)
     assert_allclose(ours(IDS[:, :2], start_index=3),
                     theirs(IDS[:, :2], start_index=3), atol=0)
+    positions = np.array([[0, 0, 1, 2, 7], [3, 2, 1, 0, 4]], "int32")
+    assert_allclose(ours(IDS, positions=positions),
+                    theirs(IDS, positions=positions), atol=0)
+    theirs.set_weights([w * 2 for w in ours.get_weights()])  # both ways
+    ours.set_weights(theirs.get_weights())
+    assert_allclose(ours(IDS), theirs(IDS), atol=0)
+
+
+@pytest.mark.parametrize("position", ["learned", "sinusoidal"])
+def test_positions_replace_the_running_index(position):
+    layer = TokenAndPositionEmbedding(12, 8, 6, position=position)
+    positions = np.array([4, 4, 0, 1, 2], "int32")
+    out = to_numpy(layer(IDS, start_index=2, positions=positions))
+    tokens = to_numpy(layer.token_embedding.embeddings)[IDS]
+    if position == "learned":
+        table = to_numpy(layer.position_embedding.position_embeddings)
+    else:
+        table = references.sinusoidal(8, 6)
+    assert_allclose(out - tokens, np.broadcast_to(table[positions],
+                                                  out.shape), atol=1e-6)
+
+
+def test_keras_hub_config_loads():
+    theirs = keras_hub.layers.TokenAndPositionEmbedding(
+        12, 8, 6, tie_weights=False, mask_zero=True)
+    ours = TokenAndPositionEmbedding.from_config(theirs.get_config())
+    assert (ours.tie_weights, ours.mask_zero, ours.position) == (
+        False, True, "learned")
 
 
 def test_reverse_gives_tied_logits_and_keeps_the_mask():

@@ -57,18 +57,53 @@ def test_same_weights_same_outputs_as_keras_hub(normalize_first, activation):
         w.path.split("/", 1)[1] for w in theirs.weights
     ]
     ours.set_weights(theirs.get_weights())
-    assert_allclose(ours(x), theirs(x), atol=1e-5)
+    assert_allclose(ours(x), theirs(x), atol=1e-6)
     # With padding: equal at real tokens (keras-hub lets padded queries
     # attend; ours gives them no attention output).
     out = to_numpy(ours(x, padding_mask=PADDING))
     ref = to_numpy(theirs(x, padding_mask=PADDING))
-    assert_allclose(out[PADDING], ref[PADDING], atol=1e-5)
+    assert_allclose(out[PADDING], ref[PADDING], atol=1e-6)
+    # And back: keras-hub's block with our (changed) weights.
+    ours.set_weights([w * 0.5 for w in ours.get_weights()])
+    theirs.set_weights(ours.get_weights())
+    assert_allclose(ours(x), theirs(x), atol=1e-6)
     out, scores = ours(x, padding_mask=PADDING, return_attention_scores=True)
     _, ref_scores = theirs(x, padding_mask=PADDING,
                            return_attention_scores=True)
     real = PADDING[:, None, :, None]
     assert_allclose(np.where(real, to_numpy(scores), 0),
                     np.where(real, to_numpy(ref_scores), 0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "policy", ["mixed_float16", "mixed_bfloat16", "bfloat16"])
+@pytest.mark.parametrize("return_attention_scores", [False, True])
+def test_output_spec_in_compute_dtype_for_float32_inputs(
+        policy, return_attention_scores):
+    """keras-hub's precision check: `compute_output_spec` called directly
+    with float32 inputs answers the shapes and compute dtype of the eager
+    call (tracing `call` would add float32 inputs to float16 updates)."""
+    encoder = TransformerEncoder(16, 4, dtype=policy)
+    x = keras.ops.convert_to_tensor(_x(2, 6, 8))  # a backend tensor, traced
+    kwargs = dict(padding_mask=PADDING,
+                  return_attention_scores=return_attention_scores)
+    eager = keras.tree.flatten(encoder(x, **kwargs))
+    spec = keras.tree.flatten(encoder.compute_output_spec(x, **kwargs))
+    compute = keras.mixed_precision.Policy(policy).compute_dtype
+    assert [tuple(t.shape) for t in spec] == [tuple(t.shape) for t in eager]
+    for tensor in spec + eager:
+        assert keras.backend.standardize_dtype(tensor.dtype) == compute
+
+
+def test_keras_hub_config_loads():
+    theirs = keras_hub.layers.TransformerEncoder(
+        intermediate_dim=8, num_heads=2, dropout=0.1, activation="gelu",
+        kernel_initializer="he_normal", normalize_first=True)
+    ours = TransformerEncoder.from_config(theirs.get_config())
+    config = ours.get_config()
+    for key, value in theirs.get_config().items():
+        if key != "name":
+            assert config[key] == value, key
 
 
 def test_changing_padded_tokens_leaves_real_positions_unchanged():

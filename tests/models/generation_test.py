@@ -30,7 +30,9 @@ def _uncached_greedy_lm(model, prompt, steps, length):
 @pytest.mark.parametrize(
     "kwargs",
     [dict(), dict(position="rotary", num_key_value_heads=1),
-     dict(position="sinusoidal", normalize_first=False, tie_weights=False)],
+     dict(position="sinusoidal", normalize_first=False, tie_weights=False),
+     dict(sliding_window=3),
+     dict(position="rotary", num_key_value_heads=2, sliding_window=2)],
 )
 def test_cached_greedy_equals_uncached_greedy_lm(kwargs):
     model = models.decoder_lm(40, 16, **TINY, **kwargs)
@@ -145,7 +147,7 @@ def test_needs_a_model_from_the_builders():
     import keras
 
     plain = keras.Sequential([keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match="decoder_embedding"):
+    with pytest.raises(ValueError, match="no TransformerDecoder layers"):
         models.generate(plain, PROMPT, 3)
     with pytest.raises(ValueError, match="encoder_token_ids"):
         models.generate(models.seq2seq(20, 20, 4, 6, **TINY), [[1]], 3)

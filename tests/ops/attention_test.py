@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from keras_attn.ops import causal_mask
 from keras_attn.ops import scaled_dot_product_attention
 from keras_attn.ops import select_implementation
+from keras_attn.ops import sliding_window_mask
 from tests import references
 from tests.test_case import assert_allclose
 from tests.test_case import gradient_of_sum
@@ -215,3 +216,130 @@ def test_bad_arguments_raise_value_error():
         scaled_dot_product_attention(
             q, q, q, return_weights=True, implementation="fused"
         )
+
+
+def _numpy_band(t, s, window, offset, causal):
+    """Allowed (query, key) pairs by absolute position, in NumPy."""
+    rows = np.arange(t)[:, None] + offset
+    cols = np.arange(s)[None, :]
+    allowed = np.abs(rows - cols) < window
+    if causal:
+        allowed &= cols <= rows
+    return allowed
+
+
+@pytest.mark.parametrize("t, s, window, offset",
+                         [(5, 5, 2, None), (2, 6, 3, None), (3, 7, 2, 1),
+                          (4, 4, 1, 0), (1, 9, 4, 8)])
+def test_sliding_window_mask_is_a_band_of_absolute_positions(
+    t, s, window, offset
+):
+    expected = _numpy_band(t, s, window, s - t if offset is None else offset,
+                           causal=False)
+    got = to_numpy(sliding_window_mask(t, s, window, offset))
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("implementation", IMPLS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("offset", [None, 0, 2])
+def test_sliding_window_matches_numpy_float64(implementation, causal,
+                                              offset):
+    rng = np.random.default_rng(7)
+    t, s = 4, 7
+    q, k, v = _qkv(rng, 2, t, s, 4, 2, 8)
+    padding = rng.random((2, 1, t, s)) > 0.2
+    band = _numpy_band(t, s, 3, s - t if offset is None else offset, causal)
+    out = scaled_dot_product_attention(
+        q, k, v, mask=padding, is_causal=causal, sliding_window=3,
+        query_offset=offset, implementation=implementation,
+    )
+    ref, _ = references.attention(q, k, v, mask=padding & band)
+    assert_allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", IMPLS)
+def test_decoding_one_query_at_its_offset_equals_its_row_of_the_full_pass(
+    implementation,
+):
+    """Query `p` alone, at `query_offset=p`, with a causal window, gives row
+    `p` of the full causal windowed pass (what cached decoding relies on)."""
+    rng = np.random.default_rng(8)
+    q, k, v = _qkv(rng, 1, 6, 6, 2, 1, 4)
+    full = scaled_dot_product_attention(
+        q, k, v, is_causal=True, sliding_window=2,
+        implementation=implementation,
+    )
+    for p in range(6):
+        step = scaled_dot_product_attention(
+            q[:, p:p + 1], k, v, is_causal=True, sliding_window=2,
+            query_offset=p, implementation=implementation,
+        )
+        assert_allclose(step[:, 0], full[:, p], atol=1e-6)
+
+
+def test_flash_attention_selects_the_fused_path_or_raises():
+    assert select_implementation("float16", flash_attention=True) == "fused"
+    assert select_implementation("float16", flash_attention=False) == (
+        "explicit")
+    with pytest.raises(ValueError, match="flash_attention=True.*"
+                                         "return_weights"):
+        select_implementation("float32", return_weights=True,
+                              flash_attention=True)
+    with pytest.raises(ValueError, match="flash_attention='yes'"):
+        select_implementation("float32", flash_attention="yes")
+    with pytest.raises(ValueError, match="sliding_window=0"):
+        q = np.zeros((1, 2, 1, 4), "float32")
+        scaled_dot_product_attention(q, q, q, sliding_window=0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="Keras's TensorFlow backend has no flash kernels")
+def test_flash_attention_on_tensorflow_raises_keras_error():
+    q = np.zeros((1, 2, 1, 4), "float32")
+    with pytest.raises(ValueError, match="[Ff]lash attention"):
+        scaled_dot_product_attention(q, q, q, flash_attention=True)
+
+
+
+def _heads_first(x):
+    return x.transpose(0, 2, 1, 3)  # (B, S, K, H) -> (B, K, S, H)
+
+
+@pytest.mark.parametrize("implementation", [None, "explicit"])
+def test_heads_first_keys_match_numpy_float64(implementation):
+    """`kv_layout="BKSH"`: keys and values `(B, K, S, H)`, the KV cache's
+    layout, give the reference's output and weights (grouped heads, a value
+    size of its own); they take the explicit path unless told otherwise."""
+    rng = np.random.default_rng(4)
+    q, k, v = _qkv(rng, 2, 3, 7, 4, 2, 8, v=6)
+    mask = rng.random((2, 3, 7)) > 0.3
+    ref, ref_weights = references.attention(q, k, v, mask=mask, causal=True)
+    out, weights = scaled_dot_product_attention(
+        q, _heads_first(k), _heads_first(v), mask=mask, is_causal=True,
+        return_weights=True, implementation=implementation, kv_layout="BKSH")
+    assert_allclose(out, ref, atol=1e-5)
+    assert_allclose(weights, ref_weights, atol=1e-6)
+    assert select_implementation("float32", kv_layout="BKSH") == "explicit"
+    assert select_implementation("float32") == "fused"
+
+
+def test_heads_first_keys_on_the_fused_path_match_numpy_float64():
+    rng = np.random.default_rng(5)
+    q, k, v = _qkv(rng, 2, 3, 7, 4, 2, 8)
+    mask = rng.random((2, 3, 7)) > 0.3
+    ref, _ = references.attention(q, k, v, mask=mask)
+    out = scaled_dot_product_attention(
+        q, _heads_first(k), _heads_first(v), mask=mask,
+        implementation="fused", kv_layout="BKSH")
+    assert_allclose(out, ref, atol=1e-5)
+
+
+def test_bad_kv_layout_and_heads_first_shapes_are_refused():
+    rng = np.random.default_rng(6)
+    q, k, v = _qkv(rng, 1, 2, 5, 4, 2, 8)
+    with pytest.raises(ValueError, match="kv_layout='BSHK'"):
+        scaled_dot_product_attention(q, k, v, kv_layout="BSHK")
+    with pytest.raises(ValueError, match="same length dimension"):
+        scaled_dot_product_attention(
+            q, _heads_first(k), _heads_first(v)[:, :, :4], kv_layout="BKSH")
