@@ -67,9 +67,8 @@ def forward(decoder, token_ids, caches, index):
             `decoder_lm`.
         token_ids: int32 `(B, T)`; id 0 is padding (its query row sees
             nothing).
-        caches: list of `Y` layer caches: pairs `(keys, values)`, each
-            `(B, M, K, H)`, or `(B, 2, M, K, H)` tensors; the new keys and
-            values are written at `index`.
+        caches: list of `Y` `keras_attn.layers.KVCache`s, keys and values
+            `(B, K, M, H)`; the new keys and values are written at `index`.
         index: int32 scalar.
 
     Returns:
@@ -110,7 +109,7 @@ def check_int4_block_size(decoder, block_size):
 class LookupDecoder:
     """A `CachedDecoder` of a `decoder_lm` whose `call_with_cache` embeds
     through EMBEDDING_LOOKUP (`forward`); every other attribute is the
-    wrapped decoder's. Both cache forms of `call_with_cache` work."""
+    wrapped decoder's."""
 
     def __init__(self, decoder):
         if decoder.is_seq2seq:
@@ -124,10 +123,5 @@ class LookupDecoder:
         return getattr(self._decoder, name)
 
     def call_with_cache(self, token_ids, cache, index, encoder=None):
-        stacked = not isinstance(cache, (tuple, list))
-        caches = (ops.unstack(cache, len(self._decoder.layers), axis=1)
-                  if stacked else [tuple(pair) for pair in cache])
-        hidden, caches = forward(self._decoder, token_ids, caches, index)
-        if stacked:
-            caches = ops.stack(caches, axis=1)  # (B, Y, 2, M, K, H)
+        hidden, caches = forward(self._decoder, token_ids, cache, index)
         return self._decoder.logits(hidden), hidden, caches

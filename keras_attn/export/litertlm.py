@@ -14,6 +14,7 @@ key/value heads, H head size, V vocabulary, Y decoder layers.
 The signatures (what LiteRT-LM 0.18's CPU executor recognises; batch 1):
     prefill_<T>  tokens (1, T) int32, input_pos (T,) int32,
                  kv_cache_k_<i>, kv_cache_v_<i> (1, K, M, H) float32
+                 (`keras_attn.layers.KVCache`'s layout, passed through)
                  -> the updated kv_cache_k_<i>, kv_cache_v_<i>
     decode       tokens (1, 1), input_pos (1,), the caches
                  -> logits (1, 1, V) float32 and the updated caches
@@ -60,6 +61,7 @@ from keras_attn.export import hf_tokenizer
 from keras_attn.export import metadata
 from keras_attn.export import report as report_lib
 from keras_attn.export.saved_model import check_exportable
+from keras_attn.layers import KVCache
 from keras_attn.layers.validation import positive_int
 from keras_attn.models.generation import CachedDecoder
 from keras_attn_runtime import atomic
@@ -81,36 +83,18 @@ _WHY_NOT = (" (float16 and static int8 are not offered for LiteRT-LM "
             "block-wise int4 weights)")
 
 
-# --- TRANSITIONAL: the cache layout at the signature boundary -------------
-# LiteRT-LM's caches are heads-first, (1, K, M, H): it reads the context
-# length from axis 2. `CachedDecoder` keeps (1, M, K, H). Until our
-# attention cache is heads-first natively (one typed KVCache across layers,
-# generation and exporters), every signature swaps axes 1 and 2 of each
-# cache on the way in and on the way out: delete this function and its two
-# calls in `_run_signature` then. Its cost, measured by
-# benchmarks/litertlm_decode.py: see docs/litertlm.md.
-def _swap_cache_axes(caches):
-    """(1, K, M, H) <-> (1, M, K, H) for every `(keys, values)` pair."""
-    return [tuple(ops.transpose(part, (0, 2, 1, 3)) for part in pair)
-            for pair in caches]
-
-
-def _run_signature(decoder, tokens, input_pos, flat_caches, with_logits,
-                   swap_axes=True):
-    """One LiteRT-LM call: `{output name: tensor}`."""
-    layers = len(decoder.layers)
-    caches = [(flat_caches[2 * i], flat_caches[2 * i + 1])
-              for i in range(layers)]
-    if swap_axes:
-        caches = _swap_cache_axes(caches)
+def _run_signature(decoder, tokens, input_pos, flat_caches, with_logits):
+    """One LiteRT-LM call: `{output name: tensor}`. The engine's caches
+    `(1, K, M, H)` are our `KVCache` layout: they pass through as they
+    are, no transpose."""
+    caches = [KVCache(flat_caches[2 * i], flat_caches[2 * i + 1])
+              for i in range(len(decoder.layers))]
     hidden, caches = embedding_lookup.forward(decoder, tokens, caches,
                                               input_pos[0])
-    if swap_axes:
-        caches = _swap_cache_axes(caches)
     outputs = {}
-    for i, (keys, values) in enumerate(caches):
-        outputs[f"kv_cache_k_{i}"] = keys
-        outputs[f"kv_cache_v_{i}"] = values
+    for i, cache in enumerate(caches):
+        outputs[f"kv_cache_k_{i}"] = cache.keys
+        outputs[f"kv_cache_v_{i}"] = cache.values
     if with_logits:
         logits = decoder.logits(hidden)  # (1, 1, V)
         never_padding = np.zeros(decoder.vocabulary_size, "float32")
@@ -119,18 +103,12 @@ def _run_signature(decoder, tokens, input_pos, flat_caches, with_logits,
     return outputs
 
 
-def litertlm_endpoints(decoder, max_length, prefill_lengths,
-                       swap_axes=True):
+def litertlm_endpoints(decoder, max_length, prefill_lengths):
     """`{signature name: (function, input signature)}`: `prefill_<T>` for
-    each T of `prefill_lengths`, and `decode`.
-
-    `swap_axes=False` gives signatures whose caches are (1, M, K, H), the
-    layout the engine cannot read: for measuring `_swap_cache_axes`."""
+    each T of `prefill_lengths`, and `decode`."""
     import tensorflow as tf
 
-    shape = ((1, decoder.num_kv_heads, max_length, decoder.head_dim)
-             if swap_axes else
-             (1, max_length, decoder.num_kv_heads, decoder.head_dim))
+    shape = (1, decoder.num_kv_heads, max_length, decoder.head_dim)
     caches = []
     for i in range(len(decoder.layers)):
         caches += [tf.TensorSpec(shape, tf.float32, name=f"kv_cache_k_{i}"),
@@ -139,7 +117,7 @@ def litertlm_endpoints(decoder, max_length, prefill_lengths,
     def endpoint(length, with_logits):
         def call(tokens, input_pos, *flat_caches):
             return _run_signature(decoder, tokens, input_pos, flat_caches,
-                                  with_logits, swap_axes)
+                                  with_logits)
 
         return call, [tf.TensorSpec((1, length), tf.int32, name="tokens"),
                       tf.TensorSpec((length,), tf.int32, name="input_pos"),
@@ -153,15 +131,13 @@ def litertlm_endpoints(decoder, max_length, prefill_lengths,
 
 def convert_litertlm_model(model, max_length, prefill_lengths,
                            quantization=None, int4_block_size=32,
-                           int4_components=converter.INT4_COMPONENTS,
-                           swap_axes=True):
+                           int4_components=converter.INT4_COMPONENTS):
     """The prefill/decode .tflite bytes of a `decoder_lm` (builtin ops,
     quantized), without a description. Arguments as `export_litertlm`."""
     decoder = CachedDecoder(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    functions = litertlm_endpoints(decoder, max_length, prefill_lengths,
-                                   swap_axes)
+    functions = litertlm_endpoints(decoder, max_length, prefill_lengths)
     for name, (function, input_signature) in functions.items():
         archive.add_endpoint(name, function, input_signature=input_signature)
     model_bytes = converter.convert(

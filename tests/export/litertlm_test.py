@@ -462,19 +462,6 @@ def test_bad_arguments(tmp_path):
     assert not path.exists()
 
 
-def test_swap_cache_axes_is_its_own_inverse():
-    caches = [(np.arange(24.0).reshape(1, 2, 3, 4),
-               -np.arange(24.0).reshape(1, 2, 3, 4))]
-    swapped = litertlm._swap_cache_axes(caches)
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(swapped[0][0]),
-        np.transpose(caches[0][0], (0, 2, 1, 3)))
-    back = litertlm._swap_cache_axes(swapped)
-    for before, after in zip(caches[0], back[0]):
-        np.testing.assert_array_equal(before,
-                                      keras.ops.convert_to_numpy(after))
-
-
 FENCE = re.compile(r"```python\n(.*?)```", re.S)
 
 
