@@ -1,11 +1,12 @@
 """The `keras-attn` command line.
 
     keras-attn quickstart [--output-dir DIR] [--epochs N] ...
-    keras-attn export MODEL.keras OUT --format saved_model|tflite|generator
-        [--quantize float16|dynamic_int8|int8] [--data IDS.npy]
+    keras-attn export MODEL.keras OUT
+        --format saved_model|tflite|generator|litertlm
+        [--quantize float16|dynamic_int8|int8|int4] [--data IDS.npy]
         [--vocabulary VOCAB] [--class-names A,B,C]
-    keras-attn generate MODEL.tflite [--prompt TEXT | --source TEXT |
-        --input-file FILE] ...
+    keras-attn generate MODEL.tflite|MODEL.litertlm [--prompt TEXT |
+        --source TEXT | --input-file FILE] ...
     keras-attn classify MODEL.tflite TEXT ... [--input-file FILE]
     keras-attn bundle-runtime [OUT.pyz]
 
@@ -242,22 +243,29 @@ def _export_parser(subparsers):
         "export",
         help="export a .keras model to SavedModel or TFLite",
         description="Export a model built with keras_attn to a SavedModel, "
-        "a TFLite file (builtin ops only), or an on-device generator "
-        "(prefill/decode signatures, for decoder_lm and seq2seq). TFLite "
-        "files carry a description (kind, lengths, and the vocabularies "
-        "and class names given here) that `keras-attn generate`/`classify` "
-        "and the device runtime read.",
+        "a TFLite file (builtin ops only), an on-device generator "
+        "(prefill/decode signatures, for decoder_lm and seq2seq), or a "
+        "LiteRT-LM bundle (.litertlm: model, tokenizer and metadata for "
+        "Google's on-device LLM engine; decoder_lm only). The files carry "
+        "a description (kind, lengths, and the vocabularies and class "
+        "names given here) that `keras-attn generate`/`classify` and the "
+        "device runtime read.",
     )
     parser.add_argument("model", help="the .keras file")
-    parser.add_argument("output", help="the SavedModel folder or .tflite")
+    parser.add_argument("output", help="the SavedModel folder, .tflite or "
+                        ".litertlm")
     parser.add_argument("--format", default="tflite",
-                        choices=("saved_model", "tflite", "generator"),
+                        choices=("saved_model", "tflite", "generator",
+                                 "litertlm"),
                         help="(default: %(default)s)")
     parser.add_argument("--quantize", default="none",
-                        choices=("none", "float16", "dynamic_int8", "int8"),
+                        choices=("none", "float16", "dynamic_int8", "int8",
+                                 "int4"),
                         help="weights (and int8: activations) of TFLite "
-                             "files; int8 is for --format tflite only "
-                             "(default: %(default)s)")
+                             "files; int8 is for --format tflite only, int4 "
+                             "(block-wise, ai-edge-quantizer) for generator "
+                             "(decoder_lm) and litertlm, float16 not for "
+                             "litertlm (default: %(default)s)")
     parser.add_argument("--data", default=None,
                         help="a .npy of int token ids (N, L): sample inputs "
                              "for the parity/latency report and int8 "
@@ -275,9 +283,23 @@ def _export_parser(subparsers):
                              "the interpreter (faster, one sequence per "
                              "interpreter) or pass it through the "
                              "signatures (default: %(default)s)")
+    parser.add_argument("--prefill-lengths", default=None, metavar="T,T",
+                        help="litertlm: the prompt chunk lengths, 1 among "
+                             "them (default: those of 1,8,32,128 up to "
+                             "--max-length)")
+    parser.add_argument("--int4-block-size", type=int, default=32,
+                        choices=(32, 64, 128),
+                        help="--quantize int4: weights per scale; must "
+                             "divide the model width (default: "
+                             "%(default)s)")
+    parser.add_argument("--int4-components", default=None, metavar="C,C",
+                        help="--quantize int4: the weights to quantize, "
+                             "among attention, ffn, embedding (default: "
+                             "all three)")
     parser.add_argument("--vocabulary", default=None, metavar="FILE",
                         help="the (target) vocabulary to embed in the "
-                             ".tflite (default: vocabulary.txt or "
+                             ".tflite, or the tokenizer of a .litertlm "
+                             "(default: vocabulary.txt or "
                              "target_vocabulary.txt beside the model)")
     parser.add_argument("--source-vocabulary", default=None, metavar="FILE",
                         help="a translator's source vocabulary to embed "
@@ -301,9 +323,24 @@ def export_command(args):
         raise ValueError("--quantize applies to TFLite formats only")
     if args.format == "generator" and quantization == "int8":
         raise ValueError("--quantize int8 is for --format tflite only; a "
-                         "generator takes none, float16 or dynamic_int8")
+                         "generator takes none, float16, dynamic_int8 or "
+                         "int4")
+    if args.format == "litertlm" and quantization in ("float16", "int8"):
+        raise ValueError("a litertlm bundle takes --quantize none, "
+                         "dynamic_int8 or int4")
+    if args.format == "tflite" and quantization == "int4":
+        raise ValueError("--quantize int4 is for --format generator and "
+                         "litertlm")
+    int4 = _int4_arguments(args, quantization)
     check_writable(args.output)
     description = _description_arguments(args)
+    if args.format == "litertlm":
+        if "vocabulary" not in description:
+            raise ValueError("a litertlm bundle needs the model's "
+                             "vocabulary (its tokenizer): pass --vocabulary "
+                             "FILE")
+        description.pop("class_names", None)
+        description.pop("source_vocabulary", None)
     data = None
     if args.data is not None:
         import numpy as np
@@ -321,10 +358,16 @@ def export_command(args):
                                          max_length=args.max_length)
         print(f"SavedModel -> {path}")
         return path
-    if args.format == "generator":
+    if args.format == "litertlm":
+        report = export.export_litertlm(
+            model, args.output, max_length=args.max_length,
+            quantization=quantization, sample_prompts=data, **int4,
+            **description)
+    elif args.format == "generator":
         report = export.export_generator_tflite(
             model, args.output, args.max_length, quantization=quantization,
-            kv_cache=args.kv_cache, sample_prompts=data, **description)
+            kv_cache=args.kv_cache, sample_prompts=data, **int4,
+            **description)
     else:
         report = export.export_tflite(
             model, args.output, quantization=quantization,
@@ -381,6 +424,33 @@ def check_writable(path):
             f"({error.strerror or error})") from None
 
 
+def _int4_arguments(args, quantization):
+    """The exporters' int4 (and LiteRT-LM) arguments from the flags."""
+    def numbers(text, flag):
+        try:
+            return [int(part) for part in text.split(",")]
+        except ValueError:
+            raise ValueError(f"{flag} takes comma-separated integers, got "
+                             f"{text!r}") from None
+
+    given = quantization == "int4"
+    if not given and (args.int4_block_size != 32
+                      or args.int4_components is not None):
+        raise ValueError("--int4-block-size and --int4-components go "
+                         "with --quantize int4")
+    if args.prefill_lengths is not None and args.format != "litertlm":
+        raise ValueError("--prefill-lengths is for --format litertlm")
+    arguments = {}
+    if given:
+        arguments["int4_block_size"] = args.int4_block_size
+        if args.int4_components is not None:
+            arguments["int4_components"] = args.int4_components.split(",")
+    if args.prefill_lengths is not None:
+        arguments["prefill_lengths"] = numbers(args.prefill_lengths,
+                                               "--prefill-lengths")
+    return arguments
+
+
 # The files the example scripts save beside their best.keras.
 _BESIDE_MODEL = {
     "vocabulary": ("vocabulary.txt", "target_vocabulary.txt"),
@@ -428,7 +498,8 @@ def _description_arguments(args):
                 description["class_names"] = f.read().splitlines()
         else:
             description["class_names"] = names.split(",")
-    if "vocabulary" not in description:
+    if "vocabulary" not in description and args.format != "litertlm":
+        # (A bundle cannot do without it: export_command says so.)
         print("keras-attn export: notice: no --vocabulary (and no "
               "vocabulary.txt beside the model): the file will not carry "
               "its vocabulary, so the runtime will need --vocabulary",
@@ -517,8 +588,9 @@ def build_parser():
     _quickstart_parser(subparsers)
     _export_parser(subparsers)
     _runtime_parser(subparsers, "generate",
-                    "generate text with a generator .tflite (keras-attn "
-                    "export --format generator)",
+                    "generate text with a generator .tflite or a "
+                    ".litertlm bundle (keras-attn export --format "
+                    "generator|litertlm)",
                     runtime_cli.add_generate_arguments,
                     runtime_cli.run_generate)
     _runtime_parser(subparsers, "classify",

@@ -3,6 +3,7 @@
     python -m keras_attn_runtime generate MODEL.tflite --prompt TEXT
     python -m keras_attn_runtime generate MODEL.tflite --source TEXT
     python -m keras_attn_runtime generate MODEL.tflite --input-file -
+    python -m keras_attn_runtime generate MODEL.litertlm --prompt TEXT
     python -m keras_attn_runtime classify MODEL.tflite TEXT [TEXT ...]
 
 `keras-attn generate` and `keras-attn classify` are these same commands
@@ -10,9 +11,12 @@
 (`keras_attn.export.metadata`) needs only its path: vocabularies, class
 names and generation defaults come from the file; `--vocabulary`,
 `--source-vocabulary`, `--class-names` and the sampler flags override
-them. Text goes to stdout, one line per input; notices and the timing
-table go to stderr. An error is one line, `PROG CMD: error: ...`, with
-exit status 2 (`--debug` shows the traceback).
+them. A LiteRT-LM bundle (`export_litertlm`) runs through LiteRT-LM's
+engine (`pip install litert-lm-api`), which carries its own tokenizer and
+samples with top-k, top-p, temperature and seed only. Text goes to
+stdout, one line per input; notices and the timing table go to stderr.
+An error is one line, `PROG CMD: error: ...`, with exit status 2
+(`--debug` shows the traceback).
 """
 
 import argparse
@@ -70,7 +74,10 @@ def _add_inputs(parser, lines, vocabulary):
 def add_generate_arguments(parser):
     """The flags of `generate` (shared by keras-attn and the runtime)."""
     parser.add_argument("model", help="a generator .tflite (prefill/decode "
-                        "signatures)")
+                        "signatures), or a .litertlm bundle (LiteRT-LM; "
+                        "--repetition-penalty, --no-repeat-ngram-size, "
+                        "--no-stop, --source and the vocabulary flags do "
+                        "not apply to it)")
     parser.add_argument("--prompt", default=None, metavar="TEXT",
                         help="text to continue; for a translator, the start "
                              "of the translation (default: none)")
@@ -194,6 +201,10 @@ def _naming(where):
 def run_generate(args, prog="keras_attn_runtime generate", out=None):
     """Runs `generate`; returns the list of per-input results."""
     out = out or _Output()
+    from keras_attn_runtime import litertlm
+
+    if litertlm.is_bundle(args.model):
+        return _run_litertlm(args, prog, out)
     from keras_attn_runtime.generator import Generator
 
     vocabulary, source_vocabulary = _vocabulary_files(args, prog)
@@ -271,6 +282,127 @@ def _generate_one(args, prog, out, generator, text, settings, stop):
     return dict(ids=ids, stopped=stopped,
                 prompt_length=generator.last_prompt_length,
                 timings=generator.last_timings)
+
+
+# Flags of `generate` that LiteRT-LM's engine cannot honour, and why.
+_NOT_FOR_LITERTLM = {
+    "source": "LiteRT-LM runs language models (a translator is a "
+              "generator .tflite)",
+    "vocabulary": "the bundle carries its tokenizer",
+    "source_vocabulary": "the bundle carries its tokenizer",
+    "repetition_penalty": "LiteRT-LM's engine samples with --top-k, "
+                          "--top-p, --temperature and --seed only",
+    "no_repeat_ngram_size": "LiteRT-LM's engine samples with --top-k, "
+                            "--top-p, --temperature and --seed only",
+}
+
+
+def _run_litertlm(args, prog, out):
+    """`generate` for a .litertlm bundle, through LiteRT-LM's engine."""
+    from keras_attn_runtime.litertlm import LiteRTLMGenerator
+
+    for name, why in _NOT_FOR_LITERTLM.items():
+        if getattr(args, name, None) is not None:
+            raise _CommandError(
+                f"--{name.replace('_', '-')} does not apply to a .litertlm "
+                f"bundle: {why}")
+    if args.no_stop:
+        raise _CommandError(
+            "--no-stop does not apply to a .litertlm bundle: LiteRT-LM "
+            "always stops at the bundle's stop tokens")
+    with LiteRTLMGenerator(args.model, args.threads,
+                           quiet=not args.verbose) as generator:
+        settings = {
+            name: generator.generation_defaults[name]
+            if getattr(args, name) is None else getattr(args, name)
+            for name in ("sampler", "temperature", "top_k", "top_p")}
+        samplers.check_generation_config(settings)
+        # Our default seed is fresh randomness; the engine's would be 0.
+        seed = args.seed if args.seed is not None else int.from_bytes(
+            os.urandom(4), "little") >> 1
+        results = []
+        for number, (where, text) in enumerate(
+                _texts(args, [args.prompt], "prompts")):
+            with _naming(where):
+                results.append(_engine_generate_one(
+                    args, prog, out, generator, text or "", settings,
+                    seed + number))
+    if not results:
+        _notice(prog, "no input: the input file has no text line")
+    elif args.timings:
+        _print_table(_engine_rows(args.model, generator, results))
+    return results
+
+
+def _engine_generate_one(args, prog, out, generator, text, settings, seed):
+    prompt_tokens = 1 + len(generator.tokenize(text))  # the start token
+    room = (generator.max_length or prompt_tokens + 1) - prompt_tokens
+    if room <= 0:
+        raise _CommandError(
+            f"the prompt has {prompt_tokens} tokens (the start token "
+            f"included): no room for new tokens in the model's "
+            f"max_length={generator.max_length}")
+    max_new_tokens = room if args.max_new_tokens is None else (
+        args.max_new_tokens)
+    if max_new_tokens > room:
+        _notice(prog, f"--max-new-tokens {max_new_tokens} is more than "
+                      f"fits: generating at most {room} (the model's "
+                      f"max_length={generator.max_length} minus "
+                      f"{prompt_tokens} prompt tokens)")
+        max_new_tokens = room
+    first = [True]
+
+    def show(piece):
+        if first[0]:
+            first[0] = False
+            if piece.startswith("##"):  # a word piece continues the prompt
+                piece = piece[2:]
+            elif text:
+                piece = " " + piece
+        out.write(piece)
+
+    out.write(text)
+    generator.generate(text, max_new_tokens, seed=seed, on_text=show,
+                       **settings)
+    out.write("", end="\n")
+    timings = generator.last_timings
+    stopped = (timings["new_tokens"] < max_new_tokens
+               and timings["prompt_tokens"] + timings["new_tokens"]
+               < (generator.max_length or 0))
+    return dict(timings=timings, stopped=stopped)
+
+
+def _engine_rows(model, generator, results):
+    """The timing table of `generate` for a bundle (the engine's timer)."""
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    timings = [r["timings"] for r in results]
+    new_tokens = sum(t["new_tokens"] for t in timings)
+    rows = [("model", os.path.abspath(model) + " (LiteRT-LM engine)"),
+            ("cache length (max_length)", str(generator.max_length))]
+    if len(results) == 1:
+        stopped = (" (stopped at the stop token)" if results[0]["stopped"]
+                   else "")
+        rows += [("prompt tokens", str(timings[0]["prompt_tokens"])),
+                 ("new tokens", f"{new_tokens}{stopped}")]
+    else:
+        prompts = [t["prompt_tokens"] for t in timings]
+        rows += [("inputs", str(len(results))),
+                 ("prompt tokens (mean)", f"{sum(prompts) / len(prompts):.1f}"),
+                 ("new tokens (all inputs)", str(new_tokens))]
+    per = "" if len(results) == 1 else " (median)"
+    rows.append((f"prefill{per}",
+                 f"{median(t['prefill_ms'] for t in timings):.1f} ms"))
+    decode = [t["decode_ms"] for t in timings if t["decode_ms"] is not None]
+    if decode:
+        rows.append(("decode per token (engine's mean" + (
+            ", median over inputs)" if len(decode) > 1 else ")"),
+            f"{median(decode):.2f} ms"))
+    total = sum(t["seconds"] for t in timings)
+    rows.append(("tokens/s (all steps)", f"{new_tokens / total:.1f}"))
+    return rows
 
 
 def _vocabulary_files(args, prog):

@@ -115,6 +115,60 @@ def test_export_errors(tmp_path, capsys):
         f"{tmp_path / 'missing.keras'}\n")
 
 
+def test_export_litertlm_then_generate(tmp_path, capsys):
+    pytest.importorskip("litert_lm")
+    from keras_attn import models
+
+    model = models.decoder_lm(30, 16, num_layers=1, hidden_dim=32,
+                              num_heads=2)
+    model.save(tmp_path / "lm.keras")
+    # The vocabulary is found beside the model, as the examples save it.
+    (tmp_path / "vocabulary.txt").write_text(
+        "".join(t + "\n" for t in VOCABULARY))
+    output = str(tmp_path / "lm.litertlm")
+    assert cli.main(["export", str(tmp_path / "lm.keras"), output,
+                     "--format", "litertlm", "--quantize", "int4",
+                     "--prefill-lengths", "1,4",
+                     "--int4-components", "attention,ffn"]) == 0
+    captured = capsys.readouterr()
+    assert "embedding" in captured.err and "vocabulary.txt" in captured.err
+    assert "decoder_lm as a LiteRT-LM bundle (prefill 1, 4; decode)" in (
+        captured.out)
+    assert "prompts (random ids) give the text of Keras's greedy" in (
+        captured.out)
+    assert cli.main(["generate", output, "--prompt", "w5 w6", "--sampler",
+                     "greedy", "--max-new-tokens", "4"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("w5 w6 ")
+    assert "LiteRT-LM engine" in captured.err
+
+
+def test_export_litertlm_errors(tmp_path, capsys):
+    from keras_attn import models
+
+    models.decoder_lm(30, 8, num_layers=1, hidden_dim=8, num_heads=2).save(
+        tmp_path / "lm.keras")
+    model = str(tmp_path / "lm.keras")
+    for flags, message in (
+        (["--format", "litertlm"], "needs the model's vocabulary"),
+        (["--format", "litertlm", "--quantize", "float16"],
+         "takes --quantize none, dynamic_int8 or int4"),
+        (["--format", "tflite", "--quantize", "int4"],
+         "int4 is for --format generator and litertlm"),
+        (["--format", "generator", "--prefill-lengths", "1,8"],
+         "--prefill-lengths is for --format litertlm"),
+        (["--format", "litertlm", "--int4-block-size", "64"],
+         "go with --quantize int4"),
+        (["--format", "litertlm", "--prefill-lengths", "1,x"],
+         "comma-separated integers"),
+    ):
+        assert cli.main(["export", model, str(tmp_path / "out"),
+                         *flags]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("keras-attn export: error: ") and (
+            message in error) and error.count("\n") == 1, error
+
+
 VOCABULARY = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"] + [f"w{i}" for i in range(26)]
 
 

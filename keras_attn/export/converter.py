@@ -9,10 +9,10 @@ into `UnsupportedOpsError`, and rejects files that still hold Flex,
 custom or `WHILE` ops. It returns the bytes; the exporter writes them.
 
 An exporter brings its own signatures (the classifier's
-`serving_default`; the generator's `prefill`/`decode`/`encode`) and its
-own file-level steps: a post-conversion quantizer (e.g. int4 weights with
-ai-edge-quantizer) takes the bytes of `convert(..., quantization=None)`
-and calls `check_builtin_ops` on its result.
+`serving_default`; the generator's `prefill`/`decode`/`encode`; the
+LiteRT-LM bundle's `prefill_<T>`/`decode`) and its own file-level steps.
+int4 is one: `quantize_int4` takes the bytes of `convert(...,
+quantization=None)` and quantizes them with ai-edge-quantizer recipes.
 
 Quantization (`quantization=`):
     None: float32 weights and compute.
@@ -30,6 +30,18 @@ Quantization (`quantization=`):
         with QUANTIZE/DEQUANTIZE around them (selective quantization with
         TFLite's quantization debugger), and so does an output layer with
         at most `INT8_FLOAT_OUTPUT_MAX_WEIGHTS` weights.
+
+int4 (`quantize_int4`, after conversion; generator and LiteRT-LM files):
+    block-wise int4 weights (32, 64 or 128 values share one float16
+    scale, along each weight's input axis) for the chosen components:
+    "attention" (query/key/value/output projections), "ffn" (the
+    feedforward layers) and "embedding" (the token table, read through
+    EMBEDDING_LOOKUP, with the output projection that shares it when the
+    weights are tied; see `keras_attn.export.embedding_lookup`). The
+    FULLY_CONNECTED kernels quantize their activations on the fly
+    (ai-edge-quantizer's "dynamic" mode); everything else stays float32,
+    as do weights under 1024 values (the rotary angles' tiny matmul).
+    About 15% of the float32 size with all three components.
 
 Why "int8" keeps those ops in float. Quantizing everything breaks
 attention models: the attention mask fills masked scores with a huge
@@ -57,6 +69,8 @@ double the file; calibrate language models on real text so the logit
 range covers confident predictions.
 """
 
+import contextlib
+import io
 import re
 import shutil
 import tempfile
@@ -66,6 +80,18 @@ from keras_attn.export import flatbuffer
 from keras_attn_runtime.tflite_file import TFLiteFile
 
 QUANTIZATIONS = (None, "float16", "dynamic_int8", "int8")
+INT4_BLOCK_SIZES = (32, 64, 128)
+INT4_COMPONENTS = ("attention", "ffn", "embedding")
+# Regexes on an op's output tensor names (its scope for the quantizer),
+# which carry the Keras layer paths ("decoder_layer_0_1/self_attention_1/
+# query_1/MatMul"). "embedding" is the EMBEDDING_LOOKUP and every
+# FULLY_CONNECTED of neither other component: the output projection, whose
+# output the converter may rename (a signature output).
+_INT4_SCOPES = {"attention": "self_attention|cross_attention",
+                "ffn": "feedforward"}
+# Weights below this many values stay float32 (int4 saves nothing there,
+# and a block would not fit, e.g. the rotary angles' (H/2, 1) matmul).
+INT4_MIN_WEIGHTS = 1024
 
 # Op types that "int8" keeps in float32 (why: the module docstring).
 INT8_FLOAT_OPS = (
@@ -255,3 +281,127 @@ def convert(archive, signature_keys, quantization=None,
         shutil.rmtree(saved_model_dir, ignore_errors=True)
     check_builtin_ops(model_bytes)
     return model_bytes
+
+
+def check_int4(block_size, components):
+    """Returns `components` as a tuple, after checking both arguments."""
+    if isinstance(block_size, bool) or block_size not in INT4_BLOCK_SIZES:
+        raise ValueError(
+            "Received an invalid value for argument `int4_block_size`, "
+            f"expected one of {INT4_BLOCK_SIZES}. Received: "
+            f"int4_block_size={block_size!r}"
+        )
+    if isinstance(components, str):
+        components = (components,)
+    try:
+        components = tuple(components)
+    except TypeError:
+        components = None
+    if not components or any(c not in INT4_COMPONENTS for c in components):
+        raise ValueError(
+            "Received an invalid value for argument `int4_components`, "
+            f"expected a non-empty sequence of {INT4_COMPONENTS}. Received: "
+            f"int4_components={components!r}"
+        )
+    return tuple(dict.fromkeys(components))
+
+
+def int4_recipe(block_size=32, components=INT4_COMPONENTS):
+    """The ai-edge-quantizer recipe of `quantize_int4`: a list of op
+    configs (the quantizer's JSON recipe form)."""
+    components = check_int4(block_size, components)
+    config = {
+        "weight_tensor_config": {
+            "num_bits": 4, "symmetric": True, "dtype": "INT",
+            "granularity": f"BLOCKWISE_{block_size}",
+        },
+        # Dynamic: int4 weights, activations quantized by the kernel.
+        "compute_precision": "INTEGER",
+        "explicit_dequantize": False,
+        "min_weight_elements": INT4_MIN_WEIGHTS,
+    }
+
+    def entry(regex, operation, algorithm="min_max_uniform_quantize"):
+        return {"regex": regex, "operation": operation,
+                "algorithm_key": algorithm, "op_config": config}
+
+    if "embedding" not in components:
+        return [entry(_INT4_SCOPES[component], "FULLY_CONNECTED")
+                for component in components]
+    # Later entries override earlier ones for the ops they match.
+    recipe = [entry(".*", "FULLY_CONNECTED"),
+              entry(".*", "EMBEDDING_LOOKUP")]
+    recipe += [entry(_INT4_SCOPES[component], "FULLY_CONNECTED",
+                     "no_quantize")
+               for component in ("attention", "ffn")
+               if component not in components]
+    return recipe
+
+
+def quantize_int4(model_bytes, block_size=32, components=INT4_COMPONENTS):
+    """Block-wise int4 weights for a float32 .tflite, by ai-edge-quantizer.
+
+    Args:
+        model_bytes: bytes. A float32 file from `convert`.
+        block_size: int. 32, 64 or 128: values per scale along each
+            weight's input axis, which it must divide.
+        components: sequence of `"attention"`, `"ffn"`, `"embedding"`.
+
+    Returns:
+        bytes: the quantized file, builtin ops only.
+
+    Raises:
+        ImportError: without ai-edge-quantizer (`pip install
+            ai-edge-quantizer`, part of keras_attn's `export` extra).
+        ValueError: for a bad argument, or a weight whose input axis the
+            block size does not divide.
+    """
+    recipe = int4_recipe(block_size, components)
+    try:
+        from ai_edge_quantizer import quantizer
+    except ImportError:
+        raise ImportError(
+            "int4 quantization needs ai-edge-quantizer: `pip install "
+            "ai-edge-quantizer` (or keras-attn[export])."
+        ) from None
+    try:
+        # Quiet: INFO log lines, progress bars, a size summary on stdout.
+        with warnings.catch_warnings(), _quiet_absl(), \
+                contextlib.redirect_stderr(io.StringIO()), \
+                contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            result = quantizer.Quantizer(bytearray(model_bytes),
+                                         recipe).quantize()
+    except Exception as error:  # the quantizer raises plain exceptions
+        if "block size" in str(error):
+            raise ValueError(
+                "Received an invalid value for argument `int4_block_size`, "
+                "expected a divisor of the input size of every quantized "
+                f"weight. Received: int4_block_size={block_size} ("
+                f"{' '.join(str(error).split())[:300]})"
+            ) from None
+        raise
+    quantized = bytes(result.quantized_model)
+    check_builtin_ops(quantized)
+    return quantized
+
+
+class _quiet_absl:
+    """Lowers absl's log level inside the block (ai-edge-quantizer logs an
+    INFO line per op)."""
+
+    def __enter__(self):
+        try:
+            from absl import logging
+        except ImportError:
+            self.logging = None
+            return self
+        self.logging = logging
+        self.level = logging.get_verbosity()
+        logging.set_verbosity(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc):
+        if self.logging is not None:
+            self.logging.set_verbosity(self.level)
+        return False

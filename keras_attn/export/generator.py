@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_attn.export import converter
 from keras_attn.export import description as description_lib
+from keras_attn.export import embedding_lookup
 from keras_attn.export import generation_signatures as signatures
 from keras_attn.export import inputs as inputs_lib
 from keras_attn.export import metadata
@@ -22,7 +23,7 @@ from keras_attn.layers.validation import positive_int
 from keras_attn.models.generation import CachedDecoder
 from keras_attn.models.structure import table_rows
 
-GENERATOR_QUANTIZATIONS = (None, "float16", "dynamic_int8")
+GENERATOR_QUANTIZATIONS = (None, "float16", "dynamic_int8", "int4")
 # Static "int8" calibrates the activations of one stateless signature; a
 # generator's signatures share a KV cache that calibration does not run.
 _WHY_NOT_INT8 = (
@@ -130,7 +131,8 @@ def export_generator_tflite(model, path, max_length=None, quantization=None,
                             kv_cache="variables", vocabulary=None,
                             source_vocabulary=None, generation_config=None,
                             lowercase=True, sample_prompts=None,
-                            num_threads=1):
+                            num_threads=1, int4_block_size=32,
+                            int4_components=converter.INT4_COMPONENTS):
     """Exports a `decoder_lm` or `seq2seq` model for on-device generation,
     and reports on the file.
 
@@ -148,8 +150,10 @@ def export_generator_tflite(model, path, max_length=None, quantization=None,
             tokens. With learned positions at most the model's
             `sequence_length`. Defaults to the length of the model's
             (decoder) token input.
-        quantization: `None`, `"float16"` or `"dynamic_int8"` (int8
-            weights). Static `"int8"` is for `export_tflite` only.
+        quantization: `None`, `"float16"`, `"dynamic_int8"` (int8
+            weights) or `"int4"` (block-wise int4 weights, decoder_lm
+            only; see `keras_attn.export.converter.quantize_int4`). Static
+            `"int8"` is for `export_tflite` only.
         kv_cache: `"variables"` (default): the cache stays inside the
             interpreter, and `decode` takes only the token and its index;
             one sequence per interpreter. `"tensors"`: stateless
@@ -172,6 +176,12 @@ def export_generator_tflite(model, path, max_length=None, quantization=None,
             16 rows, cut to fit `max_length`. Defaults to random ids; an
             empty list skips the check.
         num_threads: int. LiteRT threads for the timings. Defaults to `1`.
+        int4_block_size: int. With `"int4"`: 32, 64 or 128 weights per
+            scale; must divide the model width and feedforward width.
+            Defaults to 32.
+        int4_components: sequence of `"attention"`, `"ffn"`,
+            `"embedding"`: with `"int4"`, the weights to quantize.
+            Defaults to all three.
 
     Returns:
         A `GeneratorReport` (path-like: `os.fspath(report)` is the path).
@@ -201,6 +211,14 @@ def export_generator_tflite(model, path, max_length=None, quantization=None,
     max_length = signatures.resolve_max_length(decoder, max_length)
     converter.check_quantization(quantization, GENERATOR_QUANTIZATIONS,
                                  _WHY_NOT_INT8)
+    int4_components = converter.check_int4(int4_block_size, int4_components)
+    if quantization == "int4" and decoder.is_seq2seq:
+        raise ValueError(
+            "Received an invalid value for argument `quantization`: "
+            "\"int4\" is implemented for decoder_lm generators; a seq2seq "
+            "takes None, \"float16\" or \"dynamic_int8\". Received: "
+            "quantization='int4'"
+        )
     signatures.check_kv_cache(kv_cache)
     positive_int(num_threads, "num_threads")
     vocabulary, source_vocabulary = description_lib.check_vocabularies(
@@ -222,10 +240,20 @@ def export_generator_tflite(model, path, max_length=None, quantization=None,
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    if quantization == "int4":
+        # The token table as EMBEDDING_LOOKUP: int4 quantizes it once for
+        # the lookup and the tied output projection.
+        decoder = embedding_lookup.LookupDecoder(decoder)
+        embedding_lookup.check_int4_block_size(decoder, int4_block_size)
     names = signatures.add_generation_endpoints(archive, decoder, max_length,
                                                 kv_cache)
-    written = metadata.write(
-        path, converter.convert(archive, names, quantization), description)
+    if quantization == "int4":
+        model_bytes = converter.quantize_int4(
+            converter.convert(archive, names), int4_block_size,
+            int4_components)
+    else:
+        model_bytes = converter.convert(archive, names, quantization)
+    written = metadata.write(path, model_bytes, description)
 
     measured = {"identical": 0, "encode_ms": None, "prefill_ms": None,
                 "decode_ms": None}

@@ -153,7 +153,9 @@ def check_fits(model, description):
     signatures = model.signatures
     sizes = []  # (argument, received size, model size, what it is)
     if description["kind"] == "generator":
-        logits = signatures["prefill"]["outputs"]["logits"]["shape"][-1]
+        # Every generator's `decode` returns logits (LiteRT-LM's prefill
+        # signatures do not).
+        logits = signatures["decode"]["outputs"]["logits"]["shape"][-1]
         sizes.append(("vocabulary", logits, "the size of its logits"))
         if "encode" in signatures:
             sizes.append(("source_vocabulary", model.embedding_rows(
@@ -191,8 +193,8 @@ def embed(model_bytes, description):
 
     Raises:
         ValueError: for a malformed description, one that does not fit
-            the model, or a file whose weights lie outside the flatbuffer
-            (models over 2 GB).
+            the model, or a file over 2 GB whose weights lie outside the
+            flatbuffer.
     """
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
@@ -201,11 +203,21 @@ def embed(model_bytes, description):
     check_fits(TFLiteFile(model_bytes, name="the model"), description)
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
     buffers = model.buffers or []
-    if any(buffer.offset > 1 for buffer in buffers):
-        raise ValueError(
-            "The model keeps its weights outside the flatbuffer (a model "
-            "over 2 GB); embedding a description there is not supported."
-        )
+    outside = [buffer for buffer in buffers if buffer.offset > 1]
+    if outside:
+        # Weights appended after the flatbuffer (ai-edge-quantizer writes
+        # files of 256 KB of weights and more this way) move back inside:
+        # the rebuilt file is a plain flatbuffer, up to its 2 GB limit.
+        if len(model_bytes) >= 2**31 - 2**20:
+            raise ValueError(
+                "The model keeps its weights outside the flatbuffer and is "
+                "too large (over 2 GB) to hold them inside; embedding a "
+                "description there is not supported."
+            )
+        for buffer in outside:
+            buffer.data = np.frombuffer(
+                model_bytes, np.uint8, buffer.size, buffer.offset)
+            buffer.offset = buffer.size = 0
     payload = json.dumps(description, ensure_ascii=False,
                          separators=(",", ":")).encode("utf-8")
     buffer = schema.BufferT()

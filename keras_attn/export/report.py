@@ -1,7 +1,8 @@
 """What an export produced and measured: `TFLiteReport` (a classifier-style
-`serving_default` file) and `GeneratorReport` (a `prefill`/`decode`
-file), and the measurements behind them, run with the LiteRT runtime
-(`ai_edge_litert`): parity with Keras and latency at batch 1.
+`serving_default` file), `GeneratorReport` (a `prefill`/`decode` file)
+and `LiteRTLMReport` (a `.litertlm` bundle), and the measurements behind
+them, run with the LiteRT runtime (`ai_edge_litert`) or LiteRT-LM's
+engine: parity with Keras and latency at batch 1.
 
 Both reports are path-like (`os.fspath(report)` is `report.path`), so a
 report goes wherever the file's path went before the exporters returned
@@ -251,6 +252,100 @@ class GeneratorReport(_FileReport):
                 rows.append((name, f"{value:.3f} {unit} (median, 1 thread)"))
         rows.append((f"ops ({len(self.ops)})", _wrap(self.ops, width=60)))
         rows += _description_rows(self.description, "generator")
+        rows.append(("next", self.next_command))
+        return _table(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteRTLMReport(_FileReport):
+    """What `export_litertlm` produced and measured.
+
+    Path-like: `os.fspath(report)` is `report.path`.
+
+    Attributes:
+        path, quantization, size_bytes: as in `TFLiteReport` (the size of
+            the whole bundle).
+        ops: list of str. Sorted op names of the bundle's model.
+        model_bytes: int. Size of the prefill/decode model inside.
+        max_length: int. The context length `M` (start token, prompt and
+            new tokens).
+        prefill_lengths: list of int. The prompt chunk lengths (one
+            `prefill_<T>` signature each).
+        prompts: int. Prompts the greedy check ran (0: not measured).
+        prompts_from: str. Where they came from.
+        new_tokens: int. Greedy tokens generated per prompt.
+        identical: int. Prompts whose text from the engine (greedy,
+            `SamplerConfig(top_k=1)`) is the text of
+            `keras_attn.models.generate(..., sampler="greedy")`'s tokens.
+        checked: str. How the check ran, or why it did not.
+        prefill_ms, decode_ms: float or `None`. The engine's medians:
+            prefill of a prompt, decode per token (its own timer).
+        description: dict. The description the bundle carries.
+        next_command: str. The command that runs the bundle.
+
+    Example:
+
+    ```python
+    from keras_attn.export import LiteRTLMReport
+    report = LiteRTLMReport(
+        path="/tmp/lm.litertlm", quantization="int4", size_bytes=2774337,
+        ops=["EMBEDDING_LOOKUP", "FULLY_CONNECTED"], model_bytes=2715968,
+        max_length=64, prefill_lengths=[1, 8, 32], prompts=3,
+        prompts_from="random ids", new_tokens=16, identical=3,
+        checked="litert_lm.Engine, CPU, greedy (top_k=1)",
+        prefill_ms=0.9, decode_ms=0.42, description=None,
+        next_command="keras-attn generate /tmp/lm.litertlm --prompt Hello")
+    print(report.table())
+    ```
+    """
+
+    model_bytes: int
+    max_length: int
+    prefill_lengths: list
+    prompts: int
+    prompts_from: str
+    new_tokens: int
+    identical: int
+    checked: str
+    prefill_ms: float | None
+    decode_ms: float | None
+    description: dict | None
+    next_command: str
+
+    def table(self):
+        """Returns the report as a readable two-column text table."""
+        if self.prompts:
+            parity = (f"{self.identical}/{self.prompts} prompts "
+                      f"({self.prompts_from}) give the text of Keras's "
+                      f"greedy tokens ({self.new_tokens} new tokens at "
+                      f"most; {self.checked})")
+        else:
+            parity = self.checked
+        rows = [
+            ("path", self.path),
+            ("model", "decoder_lm as a LiteRT-LM bundle (prefill "
+                      f"{', '.join(map(str, self.prefill_lengths))}; "
+                      "decode)"),
+            ("context", f"max_length {self.max_length} (start token + "
+                        "prompt + new tokens)"),
+            ("quantization", self.quantization or "none (float32)"),
+            ("size", f"{_size(self.size_bytes)}; model "
+                     f"{self.model_bytes / 1e6:.2f} MB"),
+            ("greedy parity", parity),
+        ]
+        for name, value, unit in (("prefill", self.prefill_ms, "ms"),
+                                  ("decode", self.decode_ms, "ms/token")):
+            if value is not None:
+                rows.append((name, f"{value:.3f} {unit} (median, engine)"))
+        rows.append((f"ops ({len(self.ops)})", _wrap(self.ops, width=60)))
+        extras = (self.description or {}).get("litert_lm", {})
+        if "vocabulary_size" in extras:
+            rows.append(("tokenizer", f"HF WordPiece tokenizer.json, "
+                         f"{extras['vocabulary_size']} tokens, in the "
+                         "bundle"))
+        rows += [row for row in _description_rows(self.description,
+                                                  "generator")
+                 if row[0] != "vocabulary"]
         rows.append(("next", self.next_command))
         return _table(rows)
 

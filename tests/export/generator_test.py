@@ -143,14 +143,38 @@ def test_quantized_stateful_generator_converts(tmp_path):
         assert len(_device_greedy(path, [3, 4], 8)) == 8
 
 
+def test_int4_generator_is_small_and_runs(tmp_path):
+    """int4 weights (block 32) with the token table read by
+    EMBEDDING_LOOKUP: one int4 table for the lookup and the output layer."""
+    lm = models.decoder_lm(1000, 24, num_layers=2, hidden_dim=128,
+                           num_heads=4, dropout=0.0)
+    reports = {q: export_generator_tflite(lm, tmp_path / f"{q}.tflite",
+                                          quantization=q, sample_prompts=[])
+               for q in (None, "int4")}
+    assert reports["int4"].size_bytes < 0.25 * reports[None].size_bytes
+    assert "EMBEDDING_LOOKUP" in reports["int4"].ops
+    assert "EMBEDDING_LOOKUP" not in reports[None].ops
+    _check_ops(reports["int4"].path, "variables")
+    assert reports["int4"].description["quantization"] == "int4"
+    assert len(_device_greedy(reports["int4"].path, [3, 4], 8)) == 8
+
+
 def test_bad_arguments(tmp_path):
     lm = models.decoder_lm(60, 16, num_layers=1, hidden_dim=16, num_heads=2)
     with pytest.raises(ValueError, match="sequence_length=16"):
         export_generator_tflite(lm, tmp_path / "x.tflite", max_length=32)
     with pytest.raises(ValueError, match="max_length=0"):
         export_generator_tflite(lm, tmp_path / "x.tflite", max_length=0)
-    with pytest.raises(ValueError, match="quantization='int4'"):
+    with pytest.raises(ValueError, match="quantization='int2'"):
         export_generator_tflite(lm, tmp_path / "x.tflite", max_length=8,
+                                quantization="int2")
+    with pytest.raises(ValueError, match=r"divisor of the model width \(16\)"):
+        export_generator_tflite(lm, tmp_path / "x.tflite", max_length=8,
+                                quantization="int4")
+    translator = models.seq2seq(30, 30, 8, 8, num_layers=1, hidden_dim=32,
+                                num_heads=2)
+    with pytest.raises(ValueError, match="implemented for decoder_lm"):
+        export_generator_tflite(translator, tmp_path / "x.tflite",
                                 quantization="int4")
     with pytest.raises(ValueError, match="kv_cache='state'"):
         export_generator_tflite(lm, tmp_path / "x.tflite", max_length=8,
