@@ -89,9 +89,10 @@ def perplexity(logits, targets):
     return math.exp(-picked[real].mean())
 
 
-def engine_texts(path, prompts, num_threads=1):
-    """Greedy texts of the engine for each prompt text, and its decode
-    tokens/s (median over prompts)."""
+def engine_texts(path, prompts, reference_ids, num_threads=1):
+    """Greedy texts of the engine for each prompt text, their ids, the
+    `reference_ids` detokenized by the engine, and its decode tokens/s
+    (median over prompts)."""
     texts, rates = [], []
     with runtime_litertlm.LiteRTLMGenerator(path, num_threads) as engine:
         for prompt in prompts:
@@ -101,9 +102,8 @@ def engine_texts(path, prompts, num_threads=1):
             if timings["decode_ms"]:
                 rates.append(1e3 / timings["decode_ms"])
         ids = [engine.tokenize(text) for text in texts]
-        prompt_ids = [engine.tokenize(prompt) for prompt in prompts]
-        detokenize = engine.detokenize
-    return texts, ids, prompt_ids, statistics.median(rates), detokenize
+        references = [engine.detokenize(r) for r in reference_ids]
+    return texts, ids, references, statistics.median(rates)
 
 
 def agreement(reference, other):
@@ -157,6 +157,18 @@ def main():
         ids = reader.tokenize(text)[:PROMPT_TOKENS]
         prompts.append(reader.detokenize(ids) if ids else "")
 
+    # Keras's greedy tokens for the same prompts (the bundle's tokenizer
+    # gives our ids: tests/export/hf_tokenizer_test.py).
+    expected_ids = []
+    for prompt in prompts:
+        prompt_ids = reader.tokenize(prompt)
+        room = length - 1 - len(prompt_ids)
+        expected = models.generate(model, [[bos] + prompt_ids], room,
+                                   sampler="greedy", stop_token_id=eos)
+        expected = expected[0].tolist()[:NEW_TOKENS]
+        expected_ids.append(expected[:expected.index(eos)]
+                            if eos in expected else expected)
+
     directory = args.output_dir or tempfile.mkdtemp(prefix="litertlm_q_")
     results = {}
     for quantization in PRECISIONS:
@@ -167,26 +179,20 @@ def main():
                                  sample_prompts=[])
         model_bytes = bundle_model(path)
         logits = decode_logits(model_bytes, windows)
-        out, ids, prompt_ids, rate, detokenize = engine_texts(path, prompts)
+        out, ids, keras_texts, rate = engine_texts(path, prompts,
+                                                   expected_ids)
         results[name] = dict(size=report.size_bytes,
                              model=len(model_bytes), logits=logits,
                              ppl=perplexity(logits, targets), texts=out,
-                             ids=ids, rate=rate)
+                             ids=ids, rate=rate, keras_texts=keras_texts)
         print(f"{name}: {report.size_bytes:,} B, perplexity "
               f"{results[name]['ppl']:.3f}, decode {rate:.0f} tokens/s",
               flush=True)
 
     # The float32 bundle against Keras's greedy tokens, same prompts.
     float32 = results["float32"]
-    same_as_keras = 0
-    for prompt, text in zip(prompt_ids, float32["texts"]):
-        room = length - 1 - len(prompt)
-        expected = models.generate(model, [[bos] + prompt], room,
-                                   sampler="greedy", stop_token_id=eos)
-        expected = expected[0].tolist()[:NEW_TOKENS]
-        expected = expected[:expected.index(eos)] if eos in expected else (
-            expected)
-        same_as_keras += text == detokenize(expected)
+    same_as_keras = sum(text == want for text, want in
+                        zip(float32["texts"], float32["keras_texts"]))
 
     real = targets != 0
     reference = float32["logits"].argmax(-1)[real]
