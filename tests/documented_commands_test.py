@@ -21,9 +21,11 @@ import pytest
 from keras_attn import data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/export.md", "export/README.md"]
+PAGES = ["README.md", "docs/export.md", "export/README.md",
+         "docs/litertlm.md"]
+# Width 32: int4 blocks (32 values) must divide the width.
 TINY = ["--max-examples", "300", "--epochs", "1", "--num-layers", "1",
-        "--hidden-dim", "16", "--num-heads", "2", "--vocabulary-size", "300",
+        "--hidden-dim", "32", "--num-heads", "2", "--vocabulary-size", "300",
         "--batch-size", "16"]
 BLOCK = re.compile(r"^```(?:sh|bash)\n(.*?)^```", re.S | re.M)
 PYTHON = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -109,8 +111,10 @@ def test_readme_commands(runs, tmp_path):
     # A re-run of a finished training run says so instead of training.
     assert all("already trained 1/1 epochs" in o.stdout for o in outputs[:3])
     assert (folder / "lm.tflite").is_file()
-    assert outputs[-1].stdout.strip()  # the generated text
-    assert "tokens/s" in outputs[-1].stderr  # the timing table
+    assert (folder / "lm.litertlm").is_file()
+    for generated in (outputs[4], outputs[-1]):  # .tflite, .litertlm
+        assert generated.stdout.strip()  # the generated text
+        assert "tokens/s" in generated.stderr  # the timing table
 
 
 def test_docs_export_commands(runs, tmp_path):
@@ -122,6 +126,14 @@ def test_docs_export_commands(runs, tmp_path):
     printed = [line.split("\t") for line in outputs[-1].stdout.splitlines()]
     assert [text for _, _, text in printed] == ["I love it", "I hate it"]
     assert all(label in class_names for label, _, _ in printed), printed
+
+
+def test_litertlm_commands(runs, tmp_path):
+    folder = checkout(tmp_path / "checkout", runs)
+    outputs = [run(c, folder) for c in documented_commands("docs/litertlm.md")]
+    for name in ("lm.litertlm", "lm_int4.litertlm"):
+        assert (folder / name).is_file(), name
+    assert outputs[-1].stdout.strip() and "tokens/s" in outputs[-1].stderr
 
 
 def test_device_guide_commands(runs, tmp_path):
