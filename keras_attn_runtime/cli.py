@@ -244,20 +244,8 @@ def _generate_one(args, prog, out, generator, text, settings, stop):
     source, prompt = (text, args.prompt) if generator.is_seq2seq else (
         None, text)
     prompt_ids = generator.prompt_ids(prompt)
-    room = generator.max_length - len(prompt_ids)
-    if room <= 0:
-        raise _CommandError(
-            f"the prompt has {len(prompt_ids)} tokens ([BOS] included): "
-            f"no room for new tokens in the model's "
-            f"max_length={generator.max_length}")
-    max_new_tokens = room if args.max_new_tokens is None else (
-        args.max_new_tokens)
-    if max_new_tokens > room:
-        _notice(prog, f"--max-new-tokens {max_new_tokens} is more than "
-                      f"fits: generating at most {room} (the model's "
-                      f"max_length={generator.max_length} minus "
-                      f"{len(prompt_ids)} prompt tokens)")
-        max_new_tokens = room
+    max_new_tokens = _new_tokens(args, prog, len(prompt_ids),
+                                 generator.max_length, "[BOS]")
     if prompt:
         out.write(prompt)
     stream = TextStream(after_text=bool(prompt))
@@ -334,22 +322,30 @@ def _run_litertlm(args, prog, out):
     return results
 
 
-def _engine_generate_one(args, prog, out, generator, text, settings, seed):
-    prompt_tokens = 1 + len(generator.tokenize(text))  # the start token
-    room = (generator.max_length or prompt_tokens + 1) - prompt_tokens
+def _new_tokens(args, prog, prompt_tokens, max_length, start):
+    """`--max-new-tokens`, or all the room left, capped by the room left
+    (with a notice); a prompt that fills the model is an error."""
+    room = max_length - prompt_tokens
     if room <= 0:
         raise _CommandError(
-            f"the prompt has {prompt_tokens} tokens (the start token "
-            f"included): no room for new tokens in the model's "
-            f"max_length={generator.max_length}")
-    max_new_tokens = room if args.max_new_tokens is None else (
-        args.max_new_tokens)
-    if max_new_tokens > room:
-        _notice(prog, f"--max-new-tokens {max_new_tokens} is more than "
+            f"the prompt has {prompt_tokens} tokens ({start} included): "
+            f"no room for new tokens in the model's max_length={max_length}")
+    if args.max_new_tokens is None:
+        return room
+    if args.max_new_tokens > room:
+        _notice(prog, f"--max-new-tokens {args.max_new_tokens} is more than "
                       f"fits: generating at most {room} (the model's "
-                      f"max_length={generator.max_length} minus "
-                      f"{prompt_tokens} prompt tokens)")
-        max_new_tokens = room
+                      f"max_length={max_length} minus {prompt_tokens} prompt "
+                      "tokens)")
+        return room
+    return args.max_new_tokens
+
+
+def _engine_generate_one(args, prog, out, generator, text, settings, seed):
+    prompt_tokens = 1 + len(generator.tokenize(text))  # the start token
+    max_new_tokens = _new_tokens(
+        args, prog, prompt_tokens,
+        generator.max_length or prompt_tokens + 1, "the start token")
     first = [True]
 
     def show(piece):

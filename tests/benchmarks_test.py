@@ -117,6 +117,16 @@ def test_tflite_vs_keras_hub_runs_tiny():
 
 
 @pytest.mark.large
+def test_litertlm_decode_runs_tiny():
+    out = _run("litertlm_decode.py", "--tiny")
+    rows = _table_rows(out)
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| float32", "| dynamic_int8", "| int4"], out[-3000:]
+    # Every variant measured: 10 columns after the weights, none empty.
+    assert all(len(row.strip("|").split("|")) == 11 for row in rows)
+
+
+@pytest.mark.large
 def test_prefill_runs_tiny():
     out = _run("prefill.py", "--tiny", "--prompt-lengths", "1,8")
     assert "| 8 |" in out and "per-token ratio" in out
