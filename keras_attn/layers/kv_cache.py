@@ -31,6 +31,7 @@ from keras import ops
 
 from keras_attn.layers.masking import check_mask_shape
 from keras_attn.ops.attention import static_size
+from keras_attn_runtime import checks
 from keras_attn_runtime.checks import is_int
 
 
@@ -87,7 +88,13 @@ class KVCache(typing.NamedTuple):
             value_head_dim: int or `None`. Value head size `V`. Defaults to
                 `head_dim`.
         """
-        value_head_dim = head_dim if value_head_dim is None else value_head_dim
+        num_heads = checks.positive_int(num_heads, "num_heads")
+        head_dim = checks.positive_int(head_dim, "head_dim")
+        value_head_dim = head_dim if value_head_dim is None else (
+            checks.positive_int(value_head_dim, "value_head_dim"))
+        for name, size in (("batch_size", batch_size), ("length", length)):
+            if is_int(size):
+                checks.positive_int(size, name)
         return cls(
             ops.zeros((batch_size, num_heads, length, head_dim), dtype),
             ops.zeros((batch_size, num_heads, length, value_head_dim), dtype),
@@ -118,6 +125,18 @@ class KVCache(typing.NamedTuple):
                 that the update fits, which overwrites the last positions;
                 `keras_attn.models.generate` never passes one past the end.
         """
+        for name, new, cache in (("keys", keys, self.keys),
+                                 ("values", values, self.values)):
+            want = (static_size(cache.shape[1]), static_size(cache.shape[3]))
+            got = (static_size(new.shape[2]), static_size(new.shape[3]))
+            if len(new.shape) != 4 or any(
+                    g is not None and w is not None and g != w
+                    for g, w in zip(got, want)):
+                raise ValueError(
+                    f"Received an invalid value for argument `{name}`, "
+                    f"expected (batch, new positions, {want[0]} heads, "
+                    f"{want[1]}) to fit the cache. Received: "
+                    f"{name}.shape={tuple(new.shape)}")
         _check_index(index, static_size(keys.shape[1]), self.length)
         start = [0, 0, index, 0]
         return KVCache(

@@ -150,7 +150,8 @@ def _describe(call):
 
 def _unsupported(model, why):
     return UnsupportedDecoderError(
-        f"Cached generation cannot run model={model.name!r}: {why}. It runs "
+        "Received an invalid value for argument `model`: cached generation "
+        f"cannot run model={model.name!r}: {why}. It runs "
         "models laid out as keras_attn.models.decoder_lm and seq2seq build "
         "them (see keras_attn.models.structure), whatever their layer names."
     )

@@ -154,7 +154,7 @@ def test_int4_generator_is_small_and_runs(tmp_path):
     assert reports["int4"].size_bytes < 0.25 * reports[None].size_bytes
     assert "EMBEDDING_LOOKUP" in reports["int4"].ops
     assert "EMBEDDING_LOOKUP" not in reports[None].ops
-    _check_ops(reports["int4"].path, "variables")
+    _check_ops(reports["int4"].path, "variables", 24)
     assert reports["int4"].description["quantization"] == "int4"
     assert len(_device_greedy(reports["int4"].path, [3, 4], 8)) == 8
 

@@ -242,6 +242,16 @@ CASES = [
                               mask=ADDITIVE),
          ValueError, "`mask`", "-1000000000.0"),
     # keras_attn.layers.MultiHeadAttention: constructor
+    Case("KVCache-num_heads", lambda: layers.KVCache.zeros(1, 0, 4, 8),
+         ValueError, "`num_heads`", "num_heads=0"),
+    Case("KVCache-update-heads",
+         lambda: layers.KVCache.zeros(1, 2, 4, 8).update(
+             0, x(1, 1, 3, 8), x(1, 1, 3, 8)),
+         ValueError, "`keys`", "keys.shape=(1, 1, 3, 8)"),
+    Case("KVCache-update-index",
+         lambda: layers.KVCache.zeros(1, 2, 4, 8).update(
+             4, x(1, 1, 2, 8), x(1, 1, 2, 8)),
+         ValueError, "cache_update_index", "cache_update_index=4"),
     Case("MultiHeadAttention-num_heads", lambda: _mha(num_heads=0),
          ValueError, "`num_heads`", "num_heads=0"),
     Case("MultiHeadAttention-key_dim-float", lambda: _mha(key_dim=4.0),
